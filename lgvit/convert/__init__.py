@@ -1,0 +1,1 @@
+"""Per-family checkpoint key maps (official and timm layouts <-> lgvit)."""

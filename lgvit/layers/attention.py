@@ -1,0 +1,117 @@
+"""The one window-attention module of lgvit, on `scaled_dot_product_attention`.
+
+Every family routes its windowed attention through `WindowAttention`: Swin (bias + shift
+mask), GC ViT (local windows, and windows whose query is the image's global query) and MaxViT
+(block and grid partitions). The additive relative-position bias and an optional per-window
+mask are passed to SDPA as `attn_mask`. `math_attention()` switches every module to the plain
+matmul path, which is what parity checks and FLOP counting use.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pos_bias import RelPosBias, Size2
+
+_MATH = False
+
+
+@contextmanager
+def math_attention() -> Iterator[None]:
+    """Runs attention as explicit matmul + softmax (counted by FLOP counters) inside the block."""
+    global _MATH
+    prev, _MATH = _MATH, True
+    try:
+        yield
+    finally:
+        _MATH = prev
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over the last two dims; fused SDPA unless `math_attention()`."""
+    if not _MATH:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout)
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
+    attn = F.dropout(attn.softmax(-1), dropout) if dropout else attn.softmax(-1)
+    return attn @ v
+
+
+class WindowAttention(nn.Module):
+    """Multi-head attention inside windows with a relative-position bias.
+
+    Args:
+        dim: channels.
+        num_heads: heads.
+        window_size: the window the bias table is built for.
+        qkv_bias: bias on the q/k/v projection.
+        global_query: project only keys and values (`qkv` has 2*dim outputs) and take the
+            query from outside: GC ViT's global query, one per image.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Size2,
+        qkv_bias: bool = True,
+        global_query: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.global_query = global_query
+        self.qkv = nn.Linear(dim, dim * (2 if global_query else 3), bias=qkv_bias)
+        self.rel_pos = RelPosBias(window_size, num_heads)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        window: Size2 | None = None,
+        q_global: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention over windows.
+
+        Args:
+            x: (B * nW, N, C) windows, batch-major (see `window.window_partition`).
+            window: the windows' (h, w), if smaller than the table's window.
+            q_global: (B, heads, N, head_dim) query shared by all windows of an image;
+                required when the module was built with `global_query=True`.
+            mask: (nW, N, N) additive mask per window position (Swin's shift mask).
+        """
+        Bw, N, C = x.shape
+        bias = self.rel_pos(window)  # (heads, N, N)
+        if self.global_query:
+            if q_global is None:
+                raise ValueError("this attention takes its query from outside: pass q_global")
+            kv = self.qkv(x).view(Bw, N, 2, self.num_heads, self.head_dim)  # (Bw, N, 2, heads, d)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
+            B = q_global.shape[0]
+            q = q_global.unsqueeze(1).expand(B, Bw // B, -1, -1, -1)  # (B, nW, heads, N, d)
+            q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
+        else:
+            qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, heads, d)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
+        drop = self.attn_drop if self.training else 0.0
+        if mask is None:
+            out = attend(q, k, v, bias, drop)  # (Bw, heads, N, d)
+        else:
+            nW = mask.shape[0]
+            shape5 = (Bw // nW, nW, self.num_heads, N, self.head_dim)
+            full = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
+            out = attend(q.reshape(shape5), k.reshape(shape5), v.reshape(shape5), full, drop)
+            out = out.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d)
+        out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, N, C)
+        return self.proj_drop(self.proj(out))

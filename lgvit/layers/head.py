@@ -1,0 +1,37 @@
+"""Classifier head and the helpers behind `forward_intermediates`."""
+
+import torch
+from torch import nn
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool over an NCHW map -> dropout -> Linear (`fc`, Identity if no classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_features = in_features
+        self.drop = nn.Dropout(drop)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean((2, 3)))  # (B, C)
+        return x if pre_logits else self.fc(x)
+
+
+def feature_indices(indices: int | list[int] | tuple[int, ...] | None, num: int) -> list[int]:
+    """timm's convention: None = all, an int n = the last n, a list = those (negatives count from the end)."""
+    if indices is None:
+        return list(range(num))
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f"asked for the last {indices} of {num} feature levels")
+        return list(range(num - indices, num))
+    out = []
+    for i in indices:
+        if not -num <= i < num:
+            raise IndexError(f"feature index {i} is out of range for {num} levels")
+        out.append(i % num)
+    return sorted(out)

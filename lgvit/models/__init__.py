@@ -1,0 +1,3 @@
+"""Model families. Importing this package registers every variant."""
+
+from . import gcvit  # noqa: F401

@@ -1,0 +1,107 @@
+"""The model protocol shared by the hierarchical families (timm's interface)."""
+
+import torch
+from torch import nn
+
+from ..layers import ClassifierHead, feature_indices
+
+
+class HierarchicalBackbone(nn.Module):
+    """stem -> stages (each NCHW -> NCHW) -> head, with timm's model interface.
+
+    Subclasses build `self.stem`, `self.stages` (an nn.Sequential whose stages carry a
+    `grad_checkpointing` flag), `self.head` (ClassifierHead), `self.feature_info` and set
+    `self.in_chans`, `self.min_size` (the smallest H and W the model accepts).
+    """
+
+    in_chans: int
+    min_size: int
+    stem: nn.Module
+    stages: nn.Sequential
+    head: ClassifierHead
+    feature_info: list[dict]
+
+    @property
+    def num_classes(self) -> int:
+        fc = self.head.fc
+        return fc.out_features if isinstance(fc, nn.Linear) else 0
+
+    @property
+    def num_features(self) -> int:
+        return self.head.num_features
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected {self.in_chans} input channels, got {x.shape[1]}: convert the images "
+                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
+            )
+        if min(x.shape[2], x.shape[3]) < self.min_size:
+            raise ValueError(
+                f"image of {x.shape[2]}x{x.shape[3]} is smaller than this model's minimum "
+                f"{self.min_size}x{self.min_size}: resize or pad the input"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, num_features, H/32, W/32) map, last stage normalised."""
+        self.check_input(x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
+        self.head.reset(num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed: norms, biases, bias tables, layer scales."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith("relative_position_bias_table")}
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-stage feature maps for dense prediction.
+
+        Args:
+            indices: stages to return (None: all; int n: the last n; list: those).
+            norm: kept for timm compatibility; the last stage is always normalised, as in
+                `forward_features`, and the others have no norm of their own.
+            stop_early: stop after the last requested stage.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return only the list of feature maps.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        del norm  # the final stage's norm is part of the stage
+        self.check_input(x)
+        take = feature_indices(indices, len(self.stages))
+        last = take[-1] if stop_early or intermediates_only else len(self.stages) - 1
+        feats = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages[: last + 1]):
+            x = stage(x)
+            if i in take:
+                feats.append(x if output_fmt == "NCHW" else x.permute(0, 2, 3, 1))
+        if intermediates_only:
+            return feats
+        return x, feats

@@ -1,0 +1,327 @@
+"""GC ViT: Global Context Vision Transformer (Hatamizadeh et al., ICML 2023).
+
+Four stages of blocks that alternate local window attention and global-query attention.
+Per stage a global-query generator (fused-MBConv + max-pool) turns the whole feature map into
+one window of query tokens, which attends to every local window's keys and values.
+
+Runs at any input size >= 32 without rebuilding (see docs/any-size.md):
+- each block zero-pads its normalised input to a multiple of the window and crops back;
+- a stage whose map is smaller than the window uses a window of the map's size (the bias
+  table's central part);
+- the global-query generator chooses its pooling depth from the map at run time and resizes
+  its output to the window (bicubic) when the two still differ.
+At the native resolution none of these steps changes anything: the model equals the
+reference code (NVlabs, and timm's `gcvit_*`).
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..convert import gcvit as gcvit_convert
+from ..layers import (
+    ClassifierHead,
+    DropPath,
+    FusedMBConv,
+    LayerNorm2d,
+    LayerScale,
+    Mlp,
+    WindowAttention,
+    drop_path_rates,
+    window_partition,
+    window_reverse,
+)
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from .base import HierarchicalBackbone
+
+Size2 = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class GCViTConfig:
+    """GC ViT hyper-parameters. Stage i has `embed_dim * 2**i` channels."""
+
+    embed_dim: int = 64
+    depths: tuple[int, ...] = (3, 4, 19, 5)
+    num_heads: tuple[int, ...] = (2, 4, 8, 16)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    mlp_ratio: float = 3.0
+    layer_scale: float | None = None
+    img_size: int = 224  # native resolution: sets how many fused-MBConvs each global-query generator has
+    in_chans: int = 3
+    num_classes: int = 1000
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.2
+    qkv_bias: bool = True
+
+
+class Downsample(nn.Module):
+    """GC ViT's reducer (NCHW): LN -> fused-MBConv -> conv3x3 stride 2 -> LN."""
+
+    def __init__(self, dim: int, dim_out: int) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm2d(dim)
+        self.conv_block = FusedMBConv(dim)
+        self.reduction = nn.Conv2d(dim, dim_out, 3, 2, 1, bias=False)
+        self.norm2 = LayerNorm2d(dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.reduction(self.conv_block(self.norm1(x))))
+
+
+class Stem(nn.Module):
+    """conv3x3 stride 2 -> Downsample keeping the width: an image becomes a stride-4 map."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, dim, 3, 2, 1)
+        self.down = Downsample(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.conv1(x))
+
+
+def _pool_depth(size: Size2, window: Size2) -> int:
+    """How many stride-2 max-pools keep the map at least as large as the window."""
+    h, w, depth = size[0], size[1], 0
+    while (h > window[0] or w > window[1]) and math.ceil(h / 2) >= window[0] and math.ceil(w / 2) >= window[1]:
+        h, w, depth = math.ceil(h / 2), math.ceil(w / 2), depth + 1
+    return depth
+
+
+class GlobalQueryGen(nn.Module):
+    """Turns a stage's (B, C, H, W) map into one window of query tokens per image.
+
+    The fused-MBConvs are applied in turn, each followed by a 3x3/2 max-pool while pooling
+    keeps the map no smaller than the window; extra pools follow if the map is still larger.
+    If the result still differs from the window it is resized bicubically.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_convs: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.blocks = nn.ModuleDict({f"conv{j + 1}": FusedMBConv(dim) for j in range(num_convs)})
+
+    def forward(self, x: torch.Tensor, window: Size2) -> torch.Tensor:
+        pools = _pool_depth(tuple(x.shape[-2:]), window)
+        for block in self.blocks.values():
+            x = block(x)
+            if pools:
+                x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
+        for _ in range(pools):
+            x = F.max_pool2d(x, 3, 2, 1)
+        if tuple(x.shape[-2:]) != tuple(window):
+            x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
+        B, C = x.shape[:2]
+        x = x.permute(0, 2, 3, 1).reshape(B, window[0] * window[1], self.num_heads, C // self.num_heads)
+        return x.transpose(1, 2)  # (B, heads, N, head_dim)
+
+
+class GCViTBlock(nn.Module):
+    """Pre-norm transformer block on a (B, H, W, C) map with local or global-query window attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        global_query: bool,
+        layer_scale: float | None,
+        drop_path: float,
+        cfg: GCViTConfig,
+    ) -> None:
+        super().__init__()
+        self.global_query = global_query
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(
+            dim, num_heads, (window, window), cfg.qkv_bias, global_query, cfg.attn_drop_rate, cfg.drop_rate
+        )
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=cfg.drop_rate)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.drop_path2 = DropPath(drop_path)
+
+    def _attn(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
+        size = (x.shape[1], x.shape[2])
+        windows, padded = window_partition(x, window)  # (B*nW, N, C)
+        out = self.attn(windows, window, q_global if self.global_query else None)
+        return window_reverse(out, window, padded, size)  # (B, H, W, C)
+
+    def forward(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self._attn(self.norm1(x), q_global, window)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class GCViTStage(nn.Module):
+    """[Downsample] -> global query -> blocks (local, global, local, ...) -> [final norm]; NCHW in and out."""
+
+    def __init__(
+        self, dim_in: int, dim: int, index: int, drop_paths: list[float], cfg: GCViTConfig, last: bool
+    ) -> None:
+        super().__init__()
+        self.window = cfg.window_sizes[index]
+        self.grad_checkpointing = False
+        self.downsample = Downsample(dim_in, dim) if index > 0 else nn.Identity()
+        native = cfg.img_size // 2 ** (index + 2)
+        convs = max(1, int(math.log2(max(native, 1) / self.window)))
+        self.global_block = GlobalQueryGen(dim, cfg.num_heads[index], convs)
+        self.blocks = nn.ModuleList(
+            GCViTBlock(dim, cfg.num_heads[index], self.window, cfg.mlp_ratio, j % 2 == 1, cfg.layer_scale, dp, cfg)
+            for j, dp in enumerate(drop_paths)
+        )
+        self.norm = nn.LayerNorm(dim) if last else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        window = (min(self.window, x.shape[2]), min(self.window, x.shape[3]))
+        q_global = self.global_block(x, window)  # (B, heads, N, d)
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, q_global, window, use_reentrant=False)
+            else:
+                x = blk(x, q_global, window)
+        return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class GCViT(HierarchicalBackbone):
+    """GC ViT classifier and backbone; see the module docstring."""
+
+    def __init__(self, cfg: GCViTConfig) -> None:
+        super().__init__()
+        n = len(cfg.depths)
+        if not len(cfg.num_heads) == len(cfg.window_sizes) == n:
+            raise ValueError("depths, num_heads and window_sizes must have one entry per stage")
+        self.cfg = cfg
+        self.in_chans = cfg.in_chans
+        self.min_size = 2 ** (n + 1)
+        dims = [cfg.embed_dim * 2**i for i in range(n)]
+        dpr = drop_path_rates(cfg.drop_path_rate, cfg.depths)
+        self.stem = Stem(cfg.in_chans, dims[0])
+        stages, self.feature_info = [], []
+        for i in range(n):
+            start = sum(cfg.depths[:i])
+            drops = dpr[start : start + cfg.depths[i]]
+            stages.append(GCViTStage(dims[max(i - 1, 0)], dims[i], i, drops, cfg, last=i == n - 1))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
+        self.apply(_init_weights)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The official initialisation: trunc-normal(0.02) Linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: configs from NVlabs `models/gc_vit.py`; params/GMACs computed from the official code.
+
+_NVIDIA_HUB = "nvidia/GCViT"
+_NC = "CC-BY-NC-SA-4.0 (NVIDIA); code Apache-2.0"
+
+
+def _tags(name: str, nvidia_file: str | None, crop_pct: float, timm: bool = False) -> dict[str, PretrainedTag]:
+    tags = {}
+    if timm:  # the 2022 weights timm re-hosts; timm evaluates all of them at crop 0.875
+        tags["in1k"] = PretrainedTag(hf_hub_id=f"timm/{name}.in1k", license=_NC)
+    if nvidia_file:  # the 2023 weights from NVlabs, official layout and preprocessing
+        tags["nvidia_in1k"] = PretrainedTag(hf_hub_id=_NVIDIA_HUB, filename=nvidia_file, crop_pct=crop_pct, license=_NC)
+    return tags
+
+
+def _spec(name: str, cfg: GCViTConfig, params: float, gmacs: float, tags: dict, size: int = 224) -> None:
+    register(
+        ModelSpec(
+            name,
+            "gcvit",
+            cfg,
+            tags,
+            aliases=(name.replace("gcvit_", "gc_vit_"),),
+            params_m=params,
+            gmacs=gmacs,
+            native_size=size,
+        )
+    )
+
+
+_T = GCViTConfig(embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3.0)
+_S = GCViTConfig(embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2.0, layer_scale=1e-5, drop_path_rate=0.3)
+_B = replace(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
+_L = replace(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.5)
+
+register_family(Family("gcvit", GCViT, gcvit_convert))
+_spec(
+    "gcvit_xxtiny",
+    replace(_T, depths=(2, 2, 6, 2)),
+    12.00,
+    2.12,
+    _tags("gcvit_xxtiny", "gcvit_1k_xxtiny.pth.tar", 1.0, True),
+)
+_spec(
+    "gcvit_xtiny",
+    replace(_T, depths=(3, 4, 6, 5)),
+    19.98,
+    2.91,
+    _tags("gcvit_xtiny", "gcvit_1k_xtiny.pth.tar", 0.875, True),
+)
+_spec("gcvit_tiny", _T, 28.22, 4.76, _tags("gcvit_tiny", "gcvit_1k_tiny.pth.tar", 1.0, True))
+_spec(
+    "gcvit_tiny2",
+    replace(_T, depths=(3, 4, 29, 5), drop_path_rate=0.25),
+    34.54,
+    6.18,
+    _tags("gcvit_tiny2", "gcvit_1k_tiny2.pth.tar", 0.875),
+)
+_spec("gcvit_small", _S, 51.09, 8.53, _tags("gcvit_small", "gcvit_1k_small.pth.tar", 0.875, True))
+_spec(
+    "gcvit_small2",
+    replace(_S, depths=(3, 4, 23, 5), mlp_ratio=3.0, drop_path_rate=0.35),
+    68.62,
+    11.54,
+    _tags("gcvit_small2", "gcvit_1k_small2.pth.tar", 0.875),
+)
+_spec("gcvit_base", _B, 90.32, 14.82, _tags("gcvit_base", "gcvit_1k_base.pth.tar", 1.0, True))
+_spec("gcvit_large", _L, 202.08, 32.55, _tags("gcvit_large", "gcvit_1k_large.pth.tar", 1.0))
+_spec(
+    "gcvit_large_224_21k",
+    _L,
+    202.08,
+    32.55,
+    {
+        "in21k_ft_in1k": PretrainedTag(
+            url="https://drive.google.com/uc?export=download&id=1maGDr6mJkLyRTUkspMzCgSlhDzNRFGEf",
+            crop_pct=1.0,
+            license=_NC,
+        )
+    },
+)
+for _size, _win in ((384, (12, 12, 24, 12)), (512, (16, 16, 32, 16))):
+    _spec(
+        f"gcvit_large_{_size}_21k",
+        replace(_L, window_sizes=_win, img_size=_size, drop_path_rate=0.1),
+        {384: 202.86, 512: 203.80}[_size],
+        {384: 103.9, 512: 202.1}[_size],
+        {
+            "in21k_ft_in1k": PretrainedTag(
+                hf_hub_id=_NVIDIA_HUB,
+                filename=f"gcvit_21k_large_{_size}.pth.tar",
+                input_size=(3, _size, _size),
+                crop_pct=1.0,
+                crop_mode="squash",
+                license=_NC,
+            )
+        },
+        size=_size,
+    )

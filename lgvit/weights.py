@@ -1,0 +1,178 @@
+"""Reading, converting and strictly loading checkpoints. Loading never unpickles code."""
+
+import math
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .layers import resize_rel_pos_table
+from .registry import FAMILIES, ModelSpec
+
+_WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
+_HEAD_KEYS = ("head.fc.weight", "head.fc.bias")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or whose tensors do not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    source: str
+    format: str
+    resized: list[str]
+    head_reset: bool
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a torch checkpoint (weights_only), unwrapped from 'model'/'state_dict'."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is truncated, corrupt or not a checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download or save it again."
+        ) from e
+    while isinstance(sd, dict) and not _is_tensor_dict(sd):
+        inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), dict)), None)
+        if inner is None:
+            raise CheckpointError(f"{path} holds no state dict (top-level keys: {sorted(sd)[:10]})")
+        sd = inner
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path} holds a {type(sd).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def resolve_source(source: str, spec: ModelSpec | None = None) -> tuple[str, str]:
+    """A local path for `source`: a file, a tag of `spec`, or a hub id ('org/repo[:file]'). Returns (path, label)."""
+    if os.path.isfile(source):
+        return source, source
+    tag = spec.tags.get(source) if spec else None
+    if tag is not None and tag.hf_hub_id is None:
+        raise CheckpointError(
+            f"{spec.name}.{source} is not on a hub: download it from {tag.url} and pass the file path"
+        )
+    repo, filename = (tag.hf_hub_id, tag.filename) if tag else (source.removeprefix("hf-hub:"), None)
+    if ":" in repo:
+        repo, filename = repo.split(":", 1)
+    if repo.count("/") != 1:
+        raise FileNotFoundError(
+            f"{source!r} is neither a file, a pretrained tag of this model, nor a hub id 'org/name'"
+        )
+    return _hub_download(repo, filename), f"hf-hub:{repo}" + (f":{filename}" if filename else "")
+
+
+def _hub_download(repo: str, filename: str | None) -> str:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise CheckpointError(
+            f"loading {repo} needs huggingface_hub: pip install 'lgvit[hub]', or pass a local file"
+        ) from e
+    names = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    errors = []
+    for name in names:
+        try:
+            return hf_hub_download(repo, name)
+        except Exception as e:  # noqa: BLE001 - offline, missing file and auth errors all end here
+            errors.append(f"{name}: {type(e).__name__}")
+    raise CheckpointError(
+        f"could not fetch {repo} from the Hugging Face hub ({'; '.join(errors)}). Offline? "
+        "Download the file where you have network access and pass its path."
+    )
+
+
+def _square_window(rows: int) -> tuple[int, int] | None:
+    side = math.isqrt(rows)
+    return ((side + 1) // 2,) * 2 if side * side == rows and side % 2 else None
+
+
+def _fit(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], ignore_head: bool) -> tuple[list[str], bool]:
+    """Resizes bias tables in place and drops a mismatched head when allowed; raises on anything else."""
+    resized, head_reset = [], False
+    for k in list(sd):
+        if k not in target or sd[k].shape == target[k].shape:
+            continue
+        src, dst = _square_window(sd[k].shape[0]), _square_window(target[k].shape[0])
+        if k.endswith("relative_position_bias_table") and src and dst and sd[k].shape[1] == target[k].shape[1]:
+            sd[k] = resize_rel_pos_table(sd[k], src, dst)
+            resized.append(k)
+        elif ignore_head and k in _HEAD_KEYS:
+            del sd[k]
+            head_reset = True
+    missing = sorted(set(target) - set(sd) - (set(_HEAD_KEYS) if head_reset else set()))
+    unexpected = sorted(set(sd) - set(target))
+    wrong = sorted(
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in set(sd) & set(target)
+        if sd[k].shape != target[k].shape
+    )
+    if missing or unexpected or wrong:
+        lines = [
+            f"{title} ({len(keys)}): " + ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "")
+            for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise CheckpointError(
+            "checkpoint does not match the model:\n  "
+            + "\n  ".join(lines)
+            + "\nCheck the model name; pass num_classes=... to train a new head."
+        )
+    return resized, head_reset
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike, ignore_head: bool = False) -> LoadReport:
+    """Loads `source` (file, tag of the model, or hub id) into `model`, strictly.
+
+    The layout (official, timm or lgvit) is detected and converted; relative-position tables
+    are resized bicubically when the window differs; with `ignore_head` a classifier of another
+    size is left freshly initialised. Anything else that does not fit raises CheckpointError.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("load_weights needs a model made by lgvit.create_model")
+    path, label = resolve_source(str(source), spec)
+    sd = read_state_dict(path)
+    converter = FAMILIES[spec.family].converter
+    fmt = converter.detect(sd)
+    sd = converter.to_lgvit(sd, fmt)
+    target = model.state_dict()
+    resized, head_reset = _fit(sd, target, ignore_head)
+    if head_reset:
+        model.reset_classifier(model.num_classes)
+        sd.update({k: v for k, v in model.state_dict().items() if k in _HEAD_KEYS})
+    model.load_state_dict(sd, strict=True)
+    return LoadReport(label, fmt, resized, head_reset)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Writes the model's tensors as lgvit safetensors, atomically (temp file + rename)."""
+    path = Path(path)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": "lgvit", "model": getattr(getattr(model, "spec", None), "name", "")}
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(sd, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
