@@ -45,6 +45,7 @@ class ModelSpec:
     params_m: float | None = None  # official parameter count (M)
     gmacs: float | None = None  # official GMACs at the native resolution
     native_size: int = 224
+    timm_name: str | None = None  # timm's model of the same architecture, the reference in tests and bench
 
     @property
     def default_tag(self) -> str | None:

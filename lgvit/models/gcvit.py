@@ -242,6 +242,7 @@ def _tags(name: str, nvidia_file: str | None, crop_pct: float, timm: bool = Fals
 
 
 def _spec(name: str, cfg: GCViTConfig, params: float, gmacs: float, tags: dict, size: int = 224) -> None:
+    timm_name = name if "in1k" in tags else None
     register(
         ModelSpec(
             name,
@@ -252,6 +253,7 @@ def _spec(name: str, cfg: GCViTConfig, params: float, gmacs: float, tags: dict, 
             params_m=params,
             gmacs=gmacs,
             native_size=size,
+            timm_name=timm_name,
         )
     )
 

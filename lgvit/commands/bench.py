@@ -1,0 +1,34 @@
+"""`lgvit bench`: images/s, latency, peak memory, GMACs and GFLOP/s, side by side with timm."""
+
+import argparse
+import json
+
+import torch
+
+from ..bench import format_table, gemm_peak_gflops, results_as_dicts, run_bench
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed and memory, optionally beside timm's same model")
+    p.add_argument("--model", required=True, help="registered model name or alias")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=None, help="input side (default: the model's native size)")
+    p.add_argument("--compare", choices=["timm"], default=None, help="also run timm's model, interleaved")
+    p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    results = run_bench(args.model, args.batch, args.size, args.compare == "timm", modes, args.iters, args.rounds)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM peak {gemm_peak_gflops():.0f} GFLOP/s"
+    )
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results_as_dicts(results), f, indent=2)
+    return 0

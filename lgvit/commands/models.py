@@ -1,0 +1,43 @@
+"""`lgvit models`: registered models with params and GMACs beside the official figures."""
+
+import argparse
+import time
+
+import torch
+
+from ..flops import count_macs, count_params
+from ..registry import create_model, get_spec, list_models
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list models: params, GMACs (computed vs official), optional images/s")
+    p.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'gcvit_*'")
+    p.add_argument("--speed", action="store_true", help="also measure images/s (batch 1, native size, fp32)")
+    p.set_defaults(func=run)
+
+
+def _images_per_s(name: str, size: int) -> float:
+    model = create_model(name).eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.inference_mode():
+        model(x)
+        start = time.perf_counter()
+        model(x)
+    return 1 / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("| model | size | params M (official) | GMACs (official) |" + (" img/s |" if args.speed else ""))
+    print("|---|---|---|---|" + ("---|" if args.speed else ""))
+    for name in list_models(args.pattern):
+        spec = get_spec(name)
+        with torch.device("meta"):
+            model = create_model(name)
+        size = spec.native_size
+        params, macs = count_params(model) / 1e6, count_macs(model, (model.in_chans, size, size)) / 1e9
+        official = lambda v: f"{v:g}" if v is not None else "-"  # noqa: E731
+        row = f"| {name} | {size} | {params:.2f} ({official(spec.params_m)}) | {macs:.2f} ({official(spec.gmacs)}) |"
+        if args.speed:
+            row += f" {_images_per_s(name, size):.1f} |"
+        print(row, flush=True)
+    return 0
