@@ -105,8 +105,19 @@ def _square_window(rows: int) -> tuple[int, int] | None:
     return ((side + 1) // 2,) * 2 if side * side == rows and side % 2 else None
 
 
-def _fit(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], ignore_head: bool) -> tuple[list[str], bool]:
-    """Resizes bias tables in place and drops a mismatched head when allowed; raises on anything else."""
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first-conv weight (out, c, kh, kw) for `in_chans` inputs: summed to one channel, or tiled and rescaled."""
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True)
+    reps = -(-in_chans // weight.shape[1])
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def _fit(
+    sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], ignore_head: bool, first_conv: str | None
+) -> tuple[list[str], bool]:
+    """Resizes bias tables and the first conv's input channels in place, drops a mismatched head when
+    allowed; raises on anything else."""
     resized, head_reset = [], False
     for k in list(sd):
         if k not in target or sd[k].shape == target[k].shape:
@@ -114,6 +125,9 @@ def _fit(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor], ignore_he
         src, dst = _square_window(sd[k].shape[0]), _square_window(target[k].shape[0])
         if k.endswith("relative_position_bias_table") and src and dst and sd[k].shape[1] == target[k].shape[1]:
             sd[k] = resize_rel_pos_table(sd[k], src, dst)
+            resized.append(k)
+        elif k == first_conv and sd[k].shape[0] == target[k].shape[0] and sd[k].shape[2:] == target[k].shape[2:]:
+            sd[k] = adapt_input_conv(sd[k], target[k].shape[1])
             resized.append(k)
         elif ignore_head and k in _HEAD_KEYS:
             del sd[k]
@@ -143,7 +157,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike, ignore_head: bool 
     """Loads `source` (file, tag of the model, or hub id) into `model`, strictly.
 
     The layout (official, timm or lgvit) is detected and converted; relative-position tables
-    are resized bicubically when the window differs; with `ignore_head` a classifier of another
+    are resized bicubically when the window differs; the first conv is adapted to another input
+    channel count (summed for 1, tiled for more); with `ignore_head` a classifier of another
     size is left freshly initialised. Anything else that does not fit raises CheckpointError.
     """
     spec = getattr(model, "spec", None)
@@ -155,7 +170,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike, ignore_head: bool 
     fmt = converter.detect(sd)
     sd = converter.to_lgvit(sd, fmt)
     target = model.state_dict()
-    resized, head_reset = _fit(sd, target, ignore_head)
+    first_conv = getattr(model, "first_conv", None)
+    resized, head_reset = _fit(sd, target, ignore_head, first_conv and f"{first_conv}.weight")
     if head_reset:
         model.reset_classifier(model.num_classes)
         sd.update({k: v for k, v in model.state_dict().items() if k in _HEAD_KEYS})

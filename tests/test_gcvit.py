@@ -115,6 +115,17 @@ def test_save_weights_round_trip_and_head_reset(tmp_path: Path) -> None:
     assert torch.equal(tuned.stages[0].blocks[0].attn.qkv.weight, model.stages[0].blocks[0].attn.qkv.weight)
 
 
+def test_pretrained_into_other_channel_counts(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.safetensors"
+    rgb = lgvit.create_model("gcvit_xxtiny")
+    lgvit.save_weights(rgb, path)
+    gray = lgvit.create_model("gcvit_xxtiny", pretrained=str(path), in_chans=1, num_classes=10).eval()
+    rgb.reset_classifier(0), gray.reset_classifier(0)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():  # a gray image seen by the summed conv == the same image as RGB
+        assert torch.allclose(gray.eval()(x), rgb.eval()(x.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
 def test_bias_tables_resized_for_another_window(tmp_path: Path) -> None:
     path = tmp_path / "w7.safetensors"
     lgvit.save_weights(lgvit.create_model("gcvit_xxtiny"), path)

@@ -195,6 +195,8 @@ class GCViTStage(nn.Module):
 class GCViT(HierarchicalBackbone):
     """GC ViT classifier and backbone; see the module docstring."""
 
+    first_conv = "stem.conv1"
+
     def __init__(self, cfg: GCViTConfig) -> None:
         super().__init__()
         n = len(cfg.depths)
@@ -327,3 +329,28 @@ for _size, _win in ((384, (12, 12, 24, 12)), (512, (16, 16, 32, 16))):
         },
         size=_size,
     )
+
+
+# --- gcvit_fmnist: lgvit's own small GC ViT for 28-32 px images (the `lgvit train` / `make demo` default) ---
+# Not an official variant and has no pretrained weights. Three stages on a 7x7 -> 4x4 -> 2x2 map
+# (stride 4, 8, 16 at 28 px), window = the whole stage-0 map, so local and global attention
+# alternate as in the paper. Trained on Fashion-MNIST in a few CPU minutes (docs/training.md).
+_spec(
+    "gcvit_fmnist",
+    GCViTConfig(
+        embed_dim=32,
+        depths=(2, 2, 2),
+        num_heads=(2, 4, 8),
+        window_sizes=(7, 4, 2),
+        mlp_ratio=2.0,
+        img_size=28,
+        in_chans=1,
+        num_classes=10,
+        drop_path_rate=0.05,
+    ),
+    None,
+    None,
+    {},
+    size=28,
+)
+# --- end gcvit_fmnist ---
