@@ -5,7 +5,7 @@ import importlib
 import sys
 
 # Modules in lgvit.commands; each defines register(subparsers) and sets `func` on its parser.
-COMMANDS = ("models", "convert", "bench")
+COMMANDS = ("models", "convert", "bench", "train", "eval", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,11 +30,26 @@ def math_attention() -> Iterator[None]:
         _MATH = prev
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v over the last two dims; fused SDPA unless `math_attention()`."""
-    if not _MATH:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout)
-    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout: float
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs and a bias broadcastable to (B, heads, N, N).
+
+    The one attention kernel of lgvit (windowed and plain token attention alike). Fused SDPA unless inside
+    `math_attention()` or the bias needs a gradient. The bias is passed 4-D: with a 3-D mask, CPU SDPA falls
+    back to its slow math path (measured 6x slower on 2 cores).
+    """
+    if bias is not None and bias.ndim < 4:
+        bias = bias.view((1,) * (4 - bias.ndim) + tuple(bias.shape))  # (1, heads, N, N)
+    learned = bias is not None and bias.requires_grad and torch.is_grad_enabled()
+    if not (_MATH or learned):
+        mask = None if bias is None else bias.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    # CPU SDPA has no fused backward for a mask that needs a gradient (a learned bias): its
+    # fallback adds NaN-guard passes, so training takes this path instead (measured faster)
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if bias is not None:
+        attn = attn.add_(bias)
     attn = F.dropout(attn.softmax(-1), dropout) if dropout else attn.softmax(-1)
     return attn @ v
 
@@ -75,6 +90,33 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def attn_bias(self, window: Size2 | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """The relative-position bias plus `mask` as one additive tensor, laid out as `forward` uses it.
+
+        (1, heads, N, N) without a mask; (1, nW*heads, N, N) with an (nW, N, N) mask, the windows folded
+        into the head axis. While the table takes no gradient (eval, no_grad, a frozen table) the tensor
+        is cached for the last (window, mask, dtype) and rebuilt when the table changes (device, storage
+        or in-place version), so repeated forwards gather nothing. The cache is not in the state dict.
+        """
+        table = self.rel_pos.relative_position_bias_table
+        if table.requires_grad and torch.is_grad_enabled():
+            return self._build_bias(window, mask, dtype)  # training: follow the table, keep the graph
+        key = (window, dtype, table.device, table.data_ptr(), table._version, torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_bias_cache")
+        if cached is not None and cached[0] == key and cached[1] is mask:
+            return cached[2]
+        bias = self._build_bias(window, mask, dtype)
+        self._bias_cache = (key, mask, bias)
+        return bias
+
+    def _build_bias(self, window: Size2 | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        bias = self.rel_pos(window)  # (heads, N, N)
+        n = bias.shape[-1]
+        if mask is None:
+            return bias.unsqueeze(0).to(dtype)  # (1, heads, N, N)
+        full = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
+        return full.reshape(1, -1, n, n).to(dtype)  # (1, nW*heads, N, N)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -92,7 +134,7 @@ class WindowAttention(nn.Module):
             mask: (nW, N, N) additive mask per window position (Swin's shift mask).
         """
         Bw, N, C = x.shape
-        bias = self.rel_pos(window)  # (heads, N, N)
+        bias = self.attn_bias(window, mask, x.dtype)  # (1, heads, N, N), or (1, nW*heads, N, N) with a mask
         if self.global_query:
             if q_global is None:
                 raise ValueError("this attention takes its query from outside: pass q_global")
@@ -108,10 +150,10 @@ class WindowAttention(nn.Module):
         if mask is None:
             out = attend(q, k, v, bias, drop)  # (Bw, heads, N, d)
         else:
-            nW = mask.shape[0]
-            shape5 = (Bw // nW, nW, self.num_heads, N, self.head_dim)
-            full = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
-            out = attend(q.reshape(shape5), k.reshape(shape5), v.reshape(shape5), full, drop)
+            # windows at the same position share a mask: fold them into the head axis so the
+            # (nW, heads, N, N) bias + mask broadcasts over the batch as one 4-D tensor
+            fold = (Bw // mask.shape[0], bias.shape[1], N, self.head_dim)
+            out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, drop)  # (B, nW*heads, N, d)
             out = out.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, N, C)
         return self.proj_drop(self.proj(out))

@@ -1,6 +1,9 @@
 """Convolutional blocks shared by the families."""
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,3 +41,53 @@ class FusedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_pw(self.se(self.act(self.conv_dw(x))))
+
+
+class GELUTanh(nn.GELU):
+    """GELU with the tanh approximation (TensorFlow's `gelu(approximate=True)`).
+
+    With `inplace`, it overwrites its input whenever autograd does not need it (inference),
+    which saves allocating (and page-faulting) a fresh tensor; with gradients it never does.
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(approximate="tanh")
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inplace and not (torch.is_grad_enabled() and x.requires_grad):
+            return torch.ops.aten.gelu_(x, approximate="tanh")
+        return super().forward(x)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) of one axis of length `size`: output = ceil(size / stride)."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding, computed from the input size at run time (extra pixel at the end)."""
+
+    def __init__(
+        self, in_chans: int, out_chans: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = True
+    ) -> None:
+        super().__init__(in_chans, out_chans, kernel, stride, 0, groups=groups, bias=bias)
+
+    def pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom): the zero padding TensorFlow gives `x` for this conv."""
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        return left, right, top, bottom
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` zero-padded as TensorFlow pads it for this conv."""
+        return F.pad(x, self.pads(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.pad(x))
+
+
+def avg_pool_same(x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow 'SAME' 2x2 stride-2 average pool: a window cut by an odd edge averages its valid pixels."""
+    return F.avg_pool2d(x, 2, 2, ceil_mode=True)

@@ -1,0 +1,80 @@
+"""Fashion-MNIST style IDX files (`train-images-idx3-ubyte[.gz]`, ...), read into memory as uint8 tensors.
+
+torchvision's MNIST readers need its own folder layout and unzipped files; this reads the IDX
+format (magic, dims, data, big-endian) directly from the layout Debian's dataset package ships.
+"""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+SPLITS = {"train": "train", "val": "t10k"}
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """One IDX file (raw or gzipped) as a tensor of its stored shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_DTYPES[data[2]])
+    array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {array.size} values")
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="))).reshape(dims)  # (N, *dims[1:])
+
+
+def find_idx(root: Path, prefix: str, kind: str) -> Path:
+    """`{prefix}-{kind}-idx?-ubyte` or its .gz in `root`."""
+    for name in sorted(root.glob(f"{prefix}-{kind}-idx*-ubyte*")):
+        if name.suffix in ("", ".gz"):
+            return name
+    raise FileNotFoundError(
+        f"no {prefix}-{kind}-idx*-ubyte[.gz] file in {root}: pass --data with a Fashion-MNIST IDX folder "
+        "or an ImageFolder tree (train/ and val/ of class folders)"
+    )
+
+
+def is_idx_dir(root: Path) -> bool:
+    return root.is_dir() and any(root.glob("train-images-idx*-ubyte*"))
+
+
+def class_names(root: Path, num_classes: int) -> list[str]:
+    """Names from `classes.txt` (one a line) if present, Fashion-MNIST's for a fashion folder, else digits."""
+    listed = root / "classes.txt"
+    if listed.is_file():
+        names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        if len(names) != num_classes:
+            raise ValueError(f"{listed} lists {len(names)} classes but the labels have {num_classes}")
+        return names
+    if "fashion" in root.resolve().name.lower() and num_classes == len(FASHION_MNIST_CLASSES):
+        return list(FASHION_MNIST_CLASSES)
+    return [str(i) for i in range(num_classes)]
+
+
+def load_idx_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 1, H, W) uint8, labels (N,) int64) of the 'train' or 'val' (t10k) split."""
+    images = read_idx(find_idx(root, SPLITS[split], "images"))
+    labels = read_idx(find_idx(root, SPLITS[split], "labels")).long()
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{root}: {split} images {tuple(images.shape)} and labels {tuple(labels.shape)} do not pair")
+    return images.unsqueeze(1), labels  # (N, 1, H, W)

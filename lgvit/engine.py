@@ -1,0 +1,165 @@
+"""One training epoch and one evaluation pass; the loop around them is lgvit.training."""
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .training.distributed import Dist, all_sum
+
+
+@dataclass
+class StepOptions:
+    """How each batch is run: device, memory format, autocast, accumulation, clipping, loss."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    accum_steps: int = 1
+    clip_grad: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint must hold to continue; `step` counts batches done in `epoch`."""
+
+    model: nn.Module  # possibly DDP- or compile-wrapped
+    raw: nn.Module  # the plain model: weights to save, evaluate and average
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    ema: object | None  # ModelEma
+    epoch: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0})
+
+
+def _autocast(opts: StepOptions) -> contextlib.AbstractContextManager:
+    if opts.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(opts.device.type, dtype=opts.amp_dtype)
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, opts: StepOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.to(opts.device, non_blocking=True)
+    if opts.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(opts.device, non_blocking=True)
+
+
+def _optimizer_step(state: TrainState, opts: StepOptions) -> None:
+    params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if opts.clip_grad > 0:
+        nn.utils.clip_grad_norm_(params, opts.clip_grad)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update(state.raw)
+
+
+def train_one_epoch(
+    state: TrainState,
+    loader: Iterable,
+    batches: int,
+    opts: StepOptions,
+    d: Dist,
+    stop: Callable[[], bool],
+    desc: str = "",
+) -> bool:
+    """Trains from batch `state.step` to `batches`; returns False if `stop()` asked to end early.
+
+    `stop` is polled after each optimizer step (and agreed on by all processes), so a stopped run
+    is always at an optimizer-step boundary and can be resumed exactly.
+    """
+    model = state.model.train()
+    bar = tqdm(total=batches, initial=state.step, desc=desc, disable=not d.main, dynamic_ncols=True, leave=False)
+    start, seen = time.perf_counter(), 0
+    for x, y in loader:
+        x, y = _to_device(x, y, opts)
+        update = (state.step + 1) % opts.accum_steps == 0 or state.step + 1 == batches
+        sync = contextlib.nullcontext() if update or not d.enabled else model.no_sync()
+        with sync:
+            with _autocast(opts):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+            (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
+        labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
+        state.sums["loss"] += loss.item() * len(x)
+        state.sums["correct"] += (logits.argmax(1) == labels).sum().item()
+        state.sums["count"] += len(x)
+        state.step, seen = state.step + 1, seen + len(x)
+        bar.update()
+        if update:
+            _optimizer_step(state, opts)
+            if bar.n % 10 == 0 or state.step == batches:
+                bar.set_postfix(_postfix(state, seen * d.world / (time.perf_counter() - start)))
+            if _agreed_stop(stop, d):
+                bar.close()
+                return False
+    bar.close()
+    return True
+
+
+def _postfix(state: TrainState, img_s: float) -> dict[str, str]:
+    n = max(state.sums["count"], 1)
+    lr = state.optimizer.param_groups[0]["lr"]
+    loss, acc = state.sums["loss"] / n, 100 * state.sums["correct"] / n
+    return {"loss": f"{loss:.3f}", "acc": f"{acc:.1f}", "lr": f"{lr:.2e}", "img/s": f"{img_s:.0f}"}
+
+
+def _agreed_stop(stop: Callable[[], bool], d: Dist) -> bool:
+    flag = torch.tensor([float(stop())])
+    return bool(all_sum(flag, d).item() > 0)
+
+
+def epoch_train_metrics(state: TrainState, d: Dist) -> dict[str, float]:
+    """Loss and accuracy of the epoch's training batches, over all processes."""
+    sums = all_sum(
+        torch.tensor([state.sums["loss"], state.sums["correct"], state.sums["count"]], dtype=torch.float64), d
+    )
+    n = max(sums[2].item(), 1)
+    return {"train_loss": sums[0].item() / n, "train_acc": 100 * sums[1].item() / n}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, opts: StepOptions, d: Dist) -> dict:
+    """Loss, top-1, top-5 and the (true, predicted) confusion matrix over this process's shard, summed over all.
+
+    Returns a dict with 'loss', 'top1', 'top5' (percent), 'per_class' (percent list) and 'confusion'.
+    """
+    model.eval()
+    k = min(5, num_classes)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, top-k hits, count
+    for x, y in loader:
+        x, y = _to_device(x, y, opts)
+        with _autocast(opts):
+            logits = model(x).float()
+        totals[0] += F.cross_entropy(logits, y, reduction="sum").item()
+        totals[1] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum().item()
+        totals[2] += len(y)
+        pairs = (y * num_classes + logits.argmax(1)).cpu()
+        confusion += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)  # (true, pred)
+    all_sum(confusion, d)
+    all_sum(totals, d)
+    n, per_class_n = max(totals[2].item(), 1), confusion.sum(1).clamp(min=1)
+    return {
+        "loss": totals[0].item() / n,
+        "top1": 100 * confusion.diag().sum().item() / n,
+        "top5": 100 * totals[1].item() / n,
+        "per_class": (100 * confusion.diag() / per_class_n).tolist(),
+        "confusion": confusion.long(),
+    }

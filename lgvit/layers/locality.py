@@ -1,0 +1,131 @@
+"""LocalViT's locality feed-forward (Li et al., 2021): the transformer MLP as 1x1 -> depth-wise 3x3 -> 1x1 convs.
+
+One module, `LocalityFeedForward`, on an NCHW map; `FeedForwardMixin` plugs it (or the usual pre-norm
+MLP) into any token transformer block; `LocalityFeedForwardNHWC` fits blocks that keep a (B, H, W, C) map.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .conv import SqueezeExcite
+from .drop import DropPath
+from .mlp import Mlp
+
+ACTS = ("relu6", "hs", "hs+se", "hs+eca", "hs+ecah")
+ACT_CODES = {1: "relu6", 2: "hs", 3: "hs+se", 4: "hs+eca", 5: "hs+ecah"}  # the official `act=` integers
+
+
+@dataclass(frozen=True)
+class Locality:
+    """How a block's feed-forward is made local.
+
+    Args:
+        act: 'relu6', 'hs' (h-swish), 'hs+se' (h-swish + squeeze-excite), 'hs+eca' (h-swish + ECA with a
+            sigmoid gate) or 'hs+ecah' (ECA with an h-sigmoid gate).
+        reduction: SE reduction r (hidden -> hidden // r channels); None: r = the block's width, as in
+            LocalViT-T/S, -PVT and -TNT (a 4x MLP then has a 4-channel SE bottleneck).
+    """
+
+    act: str = "hs+se"
+    reduction: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.act not in ACTS:
+            raise ValueError(f"unknown locality act {self.act!r}: use one of {', '.join(ACTS)}")
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: average pool -> 1-D conv across channels -> gate."""
+
+    def __init__(self, channels: int, gate: type[nn.Module] = nn.Sigmoid) -> None:
+        super().__init__()
+        t = int(abs((math.log2(channels) + 1) / 2))
+        k = t if t % 2 else t + 1  # odd kernel, as in ECA-Net (gamma 2, b 1)
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+        self.gate = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3)).unsqueeze(1)  # (B, 1, C)
+        s = self.gate(self.conv(s)).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
+        return x * s
+
+
+class LocalityFeedForward(nn.Module):
+    """x + BN(1x1(attn(act(BN(dw3x3(act(BN(1x1(x))))))))) on a (B, C, H, W) map; all convs bias-free.
+
+    Args:
+        dim: input and output channels.
+        mlp_ratio: hidden channels = int(dim * mlp_ratio).
+        locality: activation / channel-attention choice and SE reduction.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float, locality: Locality) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        act = nn.Hardswish if locality.act.startswith("hs") else nn.ReLU6
+        self.conv1 = nn.Conv2d(dim, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act1 = act()
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.act2 = act()
+        self.attn = _channel_attention(hidden, locality.act, locality.reduction or dim)
+        self.conv3 = nn.Conv2d(hidden, dim, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        return x + self.bn3(self.conv3(self.attn(y)))
+
+
+def _channel_attention(hidden: int, act: str, reduction: int) -> nn.Module:
+    """SE (Linear-like 1x1 convs with bias, ReLU, h-sigmoid), ECA, or nothing."""
+    if act == "hs+se":
+        if hidden // reduction < 1:
+            raise ValueError(f"SE reduction {reduction} leaves no channels of {hidden}: use a reduction <= {hidden}")
+        return SqueezeExcite(hidden, hidden // reduction, act=nn.ReLU, gate=nn.Hardsigmoid, bias=True)
+    if act in ("hs+eca", "hs+ecah"):
+        return ECA(hidden, nn.Sigmoid if act == "hs+eca" else nn.Hardsigmoid)
+    return nn.Identity()
+
+
+class LocalityFeedForwardNHWC(LocalityFeedForward):
+    """The same module on a (B, H, W, C) map (Swin's `ffn_layer` hook)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+
+
+class FeedForwardMixin(nn.Module):
+    """The feed-forward half of a token transformer block, residual included; blocks call `_init_ffn`.
+
+    Without locality: x + drop_path(mlp(norm2(x))) (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`).
+    With locality (LocalViT): the patch tokens are reshaped to their (H, W) map and become
+    x + locality(x); the first `num_prefix` tokens (the class token) pass untouched, and there is
+    no second norm and no drop-path on this branch.
+    """
+
+    def _init_ffn(
+        self, dim: int, mlp_ratio: float, locality: Locality | None, drop: float, drop_path: float, eps: float
+    ) -> None:
+        if locality is None:
+            self.norm2 = nn.LayerNorm(dim, eps=eps)
+            self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+            self.drop_path2 = DropPath(drop_path)
+        else:
+            self.locality = LocalityFeedForward(dim, mlp_ratio, locality)
+
+    def feed_forward(self, x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> torch.Tensor:
+        """(B, num_prefix + H*W, C) tokens -> the same, after the residual feed-forward."""
+        if not hasattr(self, "locality"):
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
+        B, n, C = x.shape
+        if n != num_prefix + hw[0] * hw[1]:
+            raise ValueError(f"{n} tokens do not form {num_prefix} prefix tokens and a {hw[0]}x{hw[1]} map")
+        prefix, patches = x.split([num_prefix, n - num_prefix], dim=1)  # (B, P, C), (B, H*W, C)
+        patches = patches.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # (B, C, H, W)
+        patches = self.locality(patches).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return torch.cat([prefix, patches], dim=1)  # (B, P + H*W, C)

@@ -1,0 +1,397 @@
+"""MaxViT: Multi-Axis Vision Transformer (Tu et al., ECCV 2022), the official TensorFlow model.
+
+A conv stem, then four stages of MaxViT blocks: MBConv -> block attention (local windows) ->
+FFN -> grid attention (a dilated grid spanning the whole map) -> FFN, all pre-norm residuals.
+Both attentions are the shared `WindowAttention`; they differ only in how the map is cut into
+windows (`window_partition` / `grid_partition`). The state-dict layout is timm's
+`maxvit_*_tf_*` except for the relative-position tables (see `lgvit/convert/maxvit.py`).
+
+Runs at any input size >= 32 without rebuilding (see docs/maxvit.md):
+- stride-2 convs and pools use TensorFlow 'SAME' padding computed from the input size;
+- each attention zero-pads its normalised input to a multiple of the window (or grid), masks
+  the padded keys out of the softmax and crops back, so padding never changes a valid token;
+- a map smaller than the window uses a window of the map's size (the bias table's centre).
+At the native resolution none of these steps changes anything: the model equals timm's port.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..convert import maxvit as maxvit_convert
+from ..layers import (
+    Conv2dSame,
+    DropPath,
+    GELUTanh,
+    Mlp,
+    SqueezeExcite,
+    WindowAttention,
+    avg_pool_same,
+    grid_partition,
+    grid_reverse,
+    window_partition,
+    window_reverse,
+)
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from .base import HierarchicalBackbone
+
+Size2 = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class MaxViTConfig:
+    """MaxViT hyper-parameters (the TensorFlow model's)."""
+
+    embed_dims: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 5, 2)
+    stem_width: int = 64
+    window_size: int = 7  # block window = grid size; input / 32 at the native resolution
+    head_dim: int = 32
+    mlp_ratio: float = 4.0
+    expand_ratio: float = 4.0  # MBConv hidden width, times the block's *output* width
+    se_ratio: float = 0.25  # SE width, times the block's output width
+    in_chans: int = 3
+    num_classes: int = 1000
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.2
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    """TensorFlow's BatchNorm defaults: eps 1e-3, momentum 0.99 (0.01 in PyTorch's convention)."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as a per-channel affine map: bn(x) = x * scale + shift."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`conv`'s geometry (stride, padding or TF 'SAME' padding, groups) with another weight and bias."""
+    if isinstance(conv, Conv2dSame):
+        x = conv.pad(x)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class Stem(nn.Module):
+    """conv3x3 stride 2 ('SAME', bias) -> BN -> GELU-tanh -> conv3x3 (bias): image -> stride-2 map."""
+
+    def __init__(self, in_chans: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = Conv2dSame(in_chans, width, 3, 2)
+        self.norm1 = _bn(width)
+        self.act1 = GELUTanh(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            x = self.norm1(self.conv1(x))
+        else:  # BatchNorm folded into the conv: same map, one pass over the output fewer
+            scale, shift = _bn_affine(self.norm1)
+            x = _conv(self.conv1, x, self.conv1.weight * scale.view(-1, 1, 1, 1), self.conv1.bias * scale + shift)
+        return self.conv2(self.act1(x))
+
+
+class PoolShortcut(nn.Module):
+    """The shortcut of a downsampling MBConv: 2x2 'SAME' average pool, then a 1x1 conv if the width changes."""
+
+    def __init__(self, dim_in: int, dim: int) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(dim_in, dim, 1) if dim_in != dim else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(avg_pool_same(x))
+
+
+class MBConv(nn.Module):
+    """Pre-BN inverted bottleneck: 1x1 expand -> BN-act -> dw3x3 -> BN-act -> SE -> 1x1 project, + shortcut."""
+
+    def __init__(self, dim_in: int, dim: int, stride: int, drop_path: float, cfg: MaxViTConfig) -> None:
+        super().__init__()
+        if stride == 1 and dim_in != dim:
+            raise ValueError(f"a stride-1 MBConv keeps the width, got {dim_in} -> {dim}")
+        mid = int(dim * cfg.expand_ratio)
+        self.shortcut = PoolShortcut(dim_in, dim) if stride == 2 else nn.Identity()
+        self.pre_norm = _bn(dim_in)
+        self.conv1_1x1 = nn.Conv2d(dim_in, mid, 1, bias=False)
+        self.norm1 = _bn(mid)
+        self.act1 = GELUTanh(inplace=True)
+        if stride == 2:
+            self.conv2_kxk = Conv2dSame(mid, mid, 3, 2, groups=mid, bias=False)
+        else:
+            self.conv2_kxk = nn.Conv2d(mid, mid, 3, 1, 1, groups=mid, bias=False)
+        self.norm2 = _bn(mid)
+        self.act2 = GELUTanh(inplace=True)
+        self.se = SqueezeExcite(mid, int(dim * cfg.se_ratio), act=nn.SiLU, bias=True)
+        self.conv3_1x1 = nn.Conv2d(mid, dim, 1)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        if self.training:
+            x = self.norm2(self.conv2_kxk(self.act1(self.norm1(self.conv1_1x1(self.pre_norm(x))))))
+        else:
+            x = self._folded_convs(x)
+        x = self.conv3_1x1(self.se(self.act2(x)))
+        return self.drop_path(x).add_(shortcut)
+
+    def _folded_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval: pre_norm -> 1x1 -> norm1 -> act1 -> dw3x3 -> norm2 with the BatchNorms folded into the convs.
+
+        The same map as the training path (to float rounding) with two convs instead of five ops:
+        less time and no full-size BatchNorm outputs. A stride-2 block pads its narrow input for the
+        TF-'SAME' depthwise conv, not the 4x wider hidden map: the 1x1 conv maps the padding to its
+        bias, and that border is zeroed again, which is the padded hidden map without the copy.
+        """
+        s0, t0 = _bn_affine(self.pre_norm)
+        s1, t1 = _bn_affine(self.norm1)
+        s2, t2 = _bn_affine(self.norm2)
+        w1 = self.conv1_1x1.weight  # (mid, in, 1, 1)
+        w1, b1 = w1 * s0.view(1, -1, 1, 1) * s1.view(-1, 1, 1, 1), s1 * (w1.flatten(1) @ t0) + t1
+        w2 = self.conv2_kxk.weight * s2.view(-1, 1, 1, 1)  # (mid, 1, 3, 3)
+        if not isinstance(self.conv2_kxk, Conv2dSame):
+            return _conv(self.conv2_kxk, self.act1(F.conv2d(x, w1, b1)), w2, t2)
+        left, right, top, bottom = self.conv2_kxk.pads(x)
+        h = self.act1(F.conv2d(F.pad(x, (left, right, top, bottom)), w1, b1))  # (B, mid, Hp, Wp)
+        Hp, Wp = h.shape[-2:]
+        h[..., :top, :], h[..., Hp - bottom :, :] = 0, 0
+        h[..., :left], h[..., Wp - right :] = 0, 0
+        return F.conv2d(h, w2, t2, self.conv2_kxk.stride, 0, 1, self.conv2_kxk.groups)
+
+
+@lru_cache(maxsize=64)
+def padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> torch.Tensor | None:
+    """Additive (nW, N, N) mask that hides the zero padding of a `size` map from every query, or None if unpadded.
+
+    Windows are in the order of `grid_partition` (grid) or `window_partition` (block). Every window
+    keeps at least one valid key: padding is shorter than a window, and a grid window's first row
+    and column are valid. Cached: call it freely per forward.
+    """
+    valid = torch.ones(1, size[0], size[1], 1)
+    windows, padded = (grid_partition if grid else window_partition)(valid, part)  # (nW, N, 1)
+    if padded == tuple(size):
+        return None
+    hidden = windows.transpose(1, 2) == 0  # (nW, 1, N): True for padded keys
+    mask = torch.zeros(hidden.shape).masked_fill_(hidden, float("-inf"))  # (nW, 1, N)
+    return mask.expand(-1, part[0] * part[1], -1).to(device)  # (nW, N, N)
+
+
+class PartitionAttention(nn.Module):
+    """Pre-norm attention + FFN on a (B, H, W, C) map cut into local blocks or a dilated grid."""
+
+    def __init__(self, dim: int, grid: bool, drop_path: float, cfg: MaxViTConfig) -> None:
+        super().__init__()
+        if dim % cfg.head_dim:
+            raise ValueError(f"width {dim} is not a multiple of head_dim {cfg.head_dim}")
+        self.grid = grid
+        self.window = cfg.window_size
+        window = (cfg.window_size, cfg.window_size)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.attn = WindowAttention(dim, dim // cfg.head_dim, window, True, False, cfg.attn_drop_rate, cfg.drop_rate)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=GELUTanh, drop=cfg.drop_rate)
+        self.mlp.act.inplace = True  # it acts on fc1's fresh output
+        self.drop_path2 = DropPath(drop_path)
+
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[1], x.shape[2])
+        part = (min(self.window, size[0]), min(self.window, size[1]))
+        split, merge = (grid_partition, grid_reverse) if self.grid else (window_partition, window_reverse)
+        windows, padded = split(x, part)  # (B*nW, N, C)
+        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device))
+        return merge(out, part, padded, size)  # (B, H, W, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop_path1(self._attn(self.norm1(x))).add_(x)  # the branch is a fresh tensor: add in place
+        return self.drop_path2(self.mlp(self.norm2(x))).add_(x)
+
+
+class MaxViTBlock(nn.Module):
+    """MBConv -> block attention + FFN -> grid attention + FFN; NCHW in and out."""
+
+    def __init__(self, dim_in: int, dim: int, stride: int, drop_path: float, cfg: MaxViTConfig) -> None:
+        super().__init__()
+        self.conv = MBConv(dim_in, dim, stride, drop_path, cfg)
+        self.attn_block = PartitionAttention(dim, False, drop_path, cfg)
+        self.attn_grid = PartitionAttention(dim, True, drop_path, cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = self.attn_grid(self.attn_block(x))
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class MaxViTStage(nn.Module):
+    """Blocks of one width; the first halves the resolution."""
+
+    def __init__(self, dim_in: int, dim: int, drop_paths: list[float], cfg: MaxViTConfig) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.blocks = nn.Sequential(
+            *(
+                MaxViTBlock(dim_in if j == 0 else dim, dim, 2 if j == 0 else 1, dp, cfg)
+                for j, dp in enumerate(drop_paths)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+
+class NormMlpHead(nn.Module):
+    """Global average pool -> LayerNorm -> Linear + tanh (pre-logits) -> dropout -> Linear (`fc`)."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_features = hidden
+        self.norm = nn.LayerNorm(in_features, eps=1e-5)
+        self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(in_features, hidden), act=nn.Tanh()))
+        self.drop = nn.Dropout(drop)
+        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pre_logits(self.norm(x.mean((2, 3)))))  # (B, hidden)
+        return x if pre_logits else self.fc(x)
+
+
+def _drop_paths(rate: float, depths: tuple[int, ...]) -> list[float]:
+    """The official schedule: block b of n drops with probability rate * b / n."""
+    n = sum(depths)
+    return [rate * b / n for b in range(n)]
+
+
+class MaxViT(HierarchicalBackbone):
+    """MaxViT classifier and backbone; see the module docstring."""
+
+    def __init__(self, cfg: MaxViTConfig) -> None:
+        super().__init__()
+        if len(cfg.embed_dims) != len(cfg.depths):
+            raise ValueError("embed_dims and depths must have one entry per stage")
+        if cfg.window_size < 1:
+            raise ValueError(f"window_size must be >= 1 (the native input size / 32), got {cfg.window_size}")
+        self.cfg = cfg
+        self.in_chans = cfg.in_chans
+        self.min_size = 32
+        dpr = _drop_paths(cfg.drop_path_rate, cfg.depths)
+        self.stem = Stem(cfg.in_chans, cfg.stem_width)
+        stages, self.feature_info = [], []
+        dims = (cfg.stem_width, *cfg.embed_dims)
+        for i, depth in enumerate(cfg.depths):
+            start = sum(cfg.depths[:i])
+            stages.append(MaxViTStage(dims[i], dims[i + 1], dpr[start : start + depth], cfg))
+            self.feature_info.append(dict(num_chs=dims[i + 1], reduction=2 ** (i + 2), module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.head = NormMlpHead(dims[-1], dims[-1], cfg.num_classes, cfg.drop_rate)
+        self.apply(_init_weights)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """timm's 'vit_eff' scheme: Xavier-uniform Linear, fan-out normal convs, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+    if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: configs from google-research/maxvit `hp/vision.py`; drop-path from `hp/vision_i1k.py`
+# (XL has no ImageNet-1k recipe; L's is assumed). Params/GMACs: lgvit.flops on these models,
+# equal to timm's `maxvit_*_tf_*`.
+
+_LICENSE = "apache-2.0"
+_HALF = (0.5, 0.5, 0.5)
+
+
+def _tags(timm_name: str, size: int, kinds: tuple[str, ...]) -> dict[str, PretrainedTag]:
+    """timm's hub tags of one model: 'in1k', 'in21k' (224, 21843 classes), 'in21k_ft_in1k' (384/512)."""
+    tags = {}
+    for kind in kinds:
+        hub = f"timm/{timm_name}.{kind}"
+        if size != 224:
+            tags[kind] = PretrainedTag(
+                hf_hub_id=hub,
+                input_size=(3, size, size),
+                mean=_HALF,
+                std=_HALF,
+                crop_pct=1.0,
+                crop_mode="squash",
+                license=_LICENSE,
+            )
+        elif kind == "in1k":
+            tags[kind] = PretrainedTag(hf_hub_id=hub, crop_pct=0.95, license=_LICENSE)
+        else:
+            tags[kind] = PretrainedTag(
+                hf_hub_id=hub, num_classes=21843, mean=_HALF, std=_HALF, crop_pct=0.95, license=_LICENSE
+            )
+    return tags
+
+
+_T = MaxViTConfig(drop_path_rate=0.2)
+_S = replace(_T, embed_dims=(96, 192, 384, 768), drop_path_rate=0.3)
+_B = replace(_S, depths=(2, 6, 14, 2), drop_path_rate=0.4)
+_L = replace(_B, embed_dims=(128, 256, 512, 1024), stem_width=128, drop_path_rate=0.6)
+_XL = replace(_L, embed_dims=(192, 384, 768, 1536), stem_width=192)
+
+# name: (config, {size: (params M, GMACs)}, tags at 224, tags at 384/512). Params equal timm's.
+# GMACs are this model's; timm's figures add the MACs of its one-hot einsum bias lookup
+# (0.007 GMACs for tiny-224 up to 0.38 for tiny-512), which lgvit does as a gather.
+_VARIANTS = {
+    "tiny": (_T, {224: (30.917, 5.545), 384: (30.977, 17.300), 512: (31.050, 32.867)}, ("in1k",), ("in1k",)),
+    "small": (_S, {224: (68.928, 11.579), 384: (69.019, 35.531), 512: (69.128, 66.333)}, ("in1k",), ("in1k",)),
+    "base": (
+        _B,
+        {224: (119.468, 23.902), 384: (119.653, 73.168), 512: (119.876, 136.236)},
+        ("in1k", "in21k"),
+        ("in1k", "in21k_ft_in1k"),
+    ),
+    "large": (
+        _L,
+        {224: (211.786, 43.493), 384: (212.033, 131.709), 512: (212.330, 242.359)},
+        ("in1k", "in21k"),
+        ("in1k", "in21k_ft_in1k"),
+    ),
+    "xlarge": (
+        _XL,
+        {224: (506.988, 97.246), 384: (475.323, 291.512), 512: (475.769, 530.549)},
+        ("in21k",),
+        ("in21k_ft_in1k",),
+    ),
+}
+
+register_family(Family("maxvit", MaxViT, maxvit_convert))
+for _name, (_cfg, _figures, _tags224, _tags_ft) in _VARIANTS.items():
+    for _size, (_params, _gmacs) in _figures.items():
+        _timm = f"maxvit_{_name}_tf_{_size}"
+        _classes = 21843 if _tags224 == ("in21k",) and _size == 224 else 1000  # XL-224 is 21K-only
+        register(
+            ModelSpec(
+                f"maxvit_{_name}_{_size}",
+                "maxvit",
+                replace(_cfg, window_size=_size // 32, num_classes=_classes),
+                _tags(_timm, _size, _tags224 if _size == 224 else _tags_ft),
+                aliases=(_timm,) + ((f"maxvit_{_name}",) if _size == 224 else ()),
+                params_m=_params,
+                gmacs=_gmacs,
+                native_size=_size,
+                timm_name=_timm,
+            )
+        )

@@ -1,0 +1,276 @@
+"""Swin Transformer v1 (Liu et al., ICCV 2021): hierarchical shifted-window attention.
+
+A 4x4 patch embedding (+ LayerNorm) and four stages of blocks that attend inside non-overlapping
+windows; every second block first rolls the map by half a window so that windows straddle the
+previous partition, and masks the pairs the roll brought together. Stage i >= 1 starts with a
+2x2 patch merging (timm's placement; the official code merges at the end of stage i-1).
+
+Runs at any input size >= 32 without rebuilding (see docs/swin.md):
+- the image is zero-padded to a multiple of the patch size, and each merge pads odd maps to even;
+- a stage whose map is no larger than the window along an axis uses the map's size as its window
+  on that axis (the bias table's central part) and does not shift along it;
+- each block pads its normalised map to window multiples and crops back; the shift mask treats the
+  padding as a region of its own, so real tokens never attend to it.
+At the native resolution none of these steps changes anything: the model equals the official code
+and timm's `swin_*`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..convert import swin as swin_convert
+from ..layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    WindowAttention,
+    drop_path_rates,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from .base import HierarchicalBackbone
+
+Size2 = tuple[int, int]
+FfnFactory = Callable[[int, float], nn.Module]
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Swin hyper-parameters. Stage i has `embed_dim * 2**i` channels."""
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    in_chans: int = 3
+    num_classes: int = 1000
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.2
+    qkv_bias: bool = True
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch x patch conv, then LayerNorm; pads the image to a multiple of the patch."""
+
+    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(in_chans, dim, patch, patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, -x.shape[3] % self.patch, 0, -x.shape[2] % self.patch))
+        x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/p, W/p, C)
+        return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H/p, W/p), channels-last in memory
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbours -> one token: concat [x0, x1, x2, x3] (official order) -> LayerNorm -> Linear(4C, 2C)."""
+
+    def __init__(self, dim: int, dim_out: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, dim_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))  # odd H/W -> even
+        B, H, W, C = x.shape
+        x = x.view(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, dh, W/2, dw, C)
+        # x0 = (dh 0, dw 0), x1 = (1, 0), x2 = (0, 1), x3 = (1, 1): column offset outer, row offset inner
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)  # (B, H/2, W/2, 4C)
+        return self.reduction(self.norm(x))
+
+
+def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
+    """(window, shift) for a map of `size`: an axis no longer than the window is one window and is not shifted."""
+    win = tuple(min(window, s) for s in size)
+    shift = tuple(0 if s <= window else window // 2 for s in size)
+    return win, shift
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm block on a (B, H, W, C) map: (shifted) window attention, then the feed-forward.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        window: the window the bias table is built for.
+        drop_path: stochastic-depth rate of both residual branches.
+        cfg: the model config (mlp ratio, qkv bias, dropouts).
+        ffn_layer: hook replacing the whole feed-forward sub-block (norm2 -> mlp -> drop-path ->
+            residual). Called as `ffn_layer(dim, cfg.mlp_ratio)`, the module maps the (B, H, W, C)
+            map to a (B, H, W, C) map *including* its residual: LocalViT-Swin's locality FFN.
+            None: the standard LayerNorm + `Mlp` branch (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        drop_path: float,
+        cfg: SwinConfig,
+        ffn_layer: FfnFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(
+            dim, num_heads, (window, window), cfg.qkv_bias, attn_drop=cfg.attn_drop_rate, proj_drop=cfg.drop_rate
+        )
+        self.drop_path1 = DropPath(drop_path)
+        self.ffn = ffn_layer(dim, cfg.mlp_ratio) if ffn_layer is not None else None
+        if self.ffn is None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)
+            self.drop_path2 = DropPath(drop_path)
+
+    def _attn(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
+        size = (x.shape[1], x.shape[2])
+        windows, padded = window_partition(x, window, shift)  # (B*nW, N, C), rolled by -shift
+        out = self.attn(windows, window, mask=mask)  # (B*nW, N, C)
+        return window_reverse(out, window, padded, size, shift)  # (B, H, W, C), rolled back
+
+    def forward(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H, W, C); `window`/`shift` from `stage_window`; `mask` from `shifted_window_mask`."""
+        x = x + self.drop_path1(self._attn(self.norm1(x), window, shift, mask))
+        if self.ffn is not None:
+            return self.ffn(x)
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class SwinStage(nn.Module):
+    """[PatchMerging] -> blocks (regular, shifted, regular, ...) -> [final norm]; NCHW in and out."""
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim: int,
+        index: int,
+        drop_paths: list[float],
+        cfg: SwinConfig,
+        last: bool,
+        ffn_layer: FfnFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.window = cfg.window_size
+        self.grad_checkpointing = False
+        self.downsample = PatchMerging(dim_in, dim) if index > 0 else nn.Identity()
+        heads = cfg.num_heads[index]
+        self.blocks = nn.ModuleList(SwinBlock(dim, heads, self.window, dp, cfg, ffn_layer) for dp in drop_paths)
+        self.norm = nn.LayerNorm(dim) if last else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x.permute(0, 2, 3, 1))  # (B, H, W, C)
+        size = (x.shape[1], x.shape[2])
+        window, shift = stage_window(size, self.window)
+        for j, blk in enumerate(self.blocks):
+            s = shift if j % 2 else (0, 0)
+            args = (window, s, shifted_window_mask(size, window, s, x.device))
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, *args, use_reentrant=False)
+            else:
+                x = blk(x, *args)
+        return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class Swin(HierarchicalBackbone):
+    """Swin Transformer classifier and backbone; see the module docstring.
+
+    Args:
+        cfg: the hyper-parameters.
+        ffn_layer: optional replacement of every block's feed-forward sub-block (see `SwinBlock`).
+    """
+
+    def __init__(self, cfg: SwinConfig, ffn_layer: FfnFactory | None = None) -> None:
+        super().__init__()
+        n = len(cfg.depths)
+        if len(cfg.num_heads) != n:
+            raise ValueError(f"num_heads {cfg.num_heads} needs one entry per stage of depths {cfg.depths}")
+        self.cfg = cfg
+        self.in_chans = cfg.in_chans
+        self.min_size = cfg.patch_size * 2 ** (n - 1)
+        dims = [cfg.embed_dim * 2**i for i in range(n)]
+        dpr = drop_path_rates(cfg.drop_path_rate, cfg.depths)
+        self.stem = PatchEmbed(cfg.in_chans, dims[0], cfg.patch_size)
+        stages, self.feature_info = [], []
+        for i in range(n):
+            start = sum(cfg.depths[:i])
+            drops = dpr[start : start + cfg.depths[i]]
+            stages.append(SwinStage(dims[max(i - 1, 0)], dims[i], i, drops, cfg, i == n - 1, ffn_layer))
+            reduction = cfg.patch_size * 2**i
+            self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
+        self.apply(_init_weights)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The official initialisation: trunc-normal(0.02) Linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: configs and drop-path rates from microsoft `configs/swin/*.yaml`; params/GMACs computed
+# (meta device, attention matmuls counted) and equal to the official figures. Pretrained tags are
+# timm's re-hosts of the official weights, in timm's order of preference, with timm's evaluation
+# preprocessing (crop 0.9 at 224, 1.0 at 384; the official eval uses 0.875 and a squash resize).
+
+_MIT = "MIT"
+
+
+def _tags(timm_name: str, size: int, names: tuple[str, ...]) -> dict[str, PretrainedTag]:
+    return {
+        tag: PretrainedTag(
+            hf_hub_id=f"timm/{timm_name}.{tag}",
+            num_classes=21841 if tag == "ms_in22k" else 1000,
+            input_size=(3, size, size),
+            crop_pct=0.9 if size == 224 else 1.0,
+            license=_MIT,
+        )
+        for tag in names
+    }
+
+
+def _spec(name: str, cfg: SwinConfig, params: float, gmacs: float, tags: tuple[str, ...], size: int = 224) -> None:
+    timm_name = f"{name.removesuffix('_384')}_patch4_window{cfg.window_size}_{size}"
+    register(
+        ModelSpec(
+            name,
+            "swin",
+            cfg,
+            _tags(timm_name, size, tags),
+            aliases=(timm_name,),
+            params_m=params,
+            gmacs=gmacs,
+            native_size=size,
+            timm_name=timm_name,
+        )
+    )
+
+
+_T = SwinConfig()
+_S = replace(_T, depths=(2, 2, 18, 2), drop_path_rate=0.3)
+_B = replace(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
+_L = replace(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.2)
+_22K = ("ms_in22k_ft_in1k", "ms_in1k", "ms_in22k")
+
+register_family(Family("swin", Swin, swin_convert))
+_spec("swin_tiny", _T, 28.288, 4.491, ("ms_in1k", "ms_in22k_ft_in1k", "ms_in22k"))
+_spec("swin_small", _S, 49.606, 8.741, _22K)
+_spec("swin_base", _B, 87.768, 15.431, _22K)
+_spec("swin_base_384", replace(_B, window_size=12), 87.904, 47.083, _22K, size=384)
+_spec("swin_large", _L, 196.532, 34.476, ("ms_in22k_ft_in1k", "ms_in22k"))
+_spec("swin_large_384", replace(_L, window_size=12), 196.736, 103.919, ("ms_in22k_ft_in1k", "ms_in22k"), size=384)

@@ -1,0 +1,188 @@
+"""TNT (Han et al., 2021) and LocalViT-TNT: an inner transformer on the pixels of each patch, an outer one on patches.
+
+Pixels: a 7x7/4 conv, then each 16x16 patch becomes 4x4 "pixel" tokens of width `in_dim`.
+Every block runs inner attention + MLP on the pixels, adds their projection to the patch
+tokens, then outer attention + feed-forward on the patches (a class token first). With
+`locality` set, only the outer feed-forward becomes the locality module (the class token
+bypasses it); the inner pixel MLP is kept.
+
+Layout: the official one (ofsoundof/LocalViT `tnt.py`, timm's `tnt_*` legacy layout) with the
+outer `norm_mlp` as `norm2` and `head` as `head.fc`. Any input whose sides are multiples of 16:
+the patch position embedding is resized bicubically, the class-token position kept.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..convert import localvit as localvit_convert
+from ..layers import DropPath, Mlp, attend, drop_path_rates, feature_indices
+from ..layers.locality import FeedForwardMixin, Locality
+from ..layers.tokens import TokenHead, merge_heads, resize_pos_embed, split_heads
+from ..registry import Family, ModelSpec, register, register_family
+from .vit import TokenModel, init_weights, tokens_to_map
+
+EPS = 1e-5  # TNT's LayerNorm eps (torch's default)
+
+
+@dataclass(frozen=True)
+class TNTConfig:
+    """TNT hyper-parameters; `locality=None` gives the plain outer MLP."""
+
+    embed_dim: int = 192
+    inner_dim: int = 12
+    depth: int = 12
+    num_heads: int = 3
+    inner_num_heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    pixel_stride: int = 4  # the pixel conv's stride: a patch has (patch_size / pixel_stride)^2 pixels
+    img_size: int = 224  # native resolution: the patch position embedding's grid
+    in_chans: int = 3
+    num_classes: int = 1000
+    qkv_bias: bool = False
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    locality: Locality | None = None
+
+
+class Attention(nn.Module):
+    """TNT's attention: `qk` and `v` projections (official keys), then `proj`."""
+
+    def __init__(self, dim: int, num_heads: int, cfg: TNTConfig) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qk = nn.Linear(dim, dim * 2, bias=cfg.qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=cfg.qkv_bias)
+        self.attn_drop = cfg.attn_drop_rate
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = (split_heads(t, self.num_heads) for t in self.qk(x).chunk(2, dim=-1))  # each (B, heads, N, d)
+        v = split_heads(self.v(x), self.num_heads)  # (B, heads, N, d)
+        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+
+class Block(FeedForwardMixin):
+    """Inner (pixel) attention + MLP, pixels -> patch update, outer attention + feed-forward."""
+
+    def __init__(self, cfg: TNTConfig, num_pixel: int, drop_path: float) -> None:
+        super().__init__()
+        dim, inner = cfg.embed_dim, cfg.inner_dim
+        self.norm_in = nn.LayerNorm(inner, eps=EPS)
+        self.attn_in = Attention(inner, cfg.inner_num_heads, cfg)
+        self.norm_mlp_in = nn.LayerNorm(inner, eps=EPS)
+        self.mlp_in = Mlp(inner, inner * 4, drop=cfg.drop_rate)
+        self.norm1_proj = nn.LayerNorm(inner, eps=EPS)
+        self.proj = nn.Linear(inner * num_pixel, dim)
+        self.norm_out = nn.LayerNorm(dim, eps=EPS)
+        self.attn_out = Attention(dim, cfg.num_heads, cfg)
+        self.drop_path = DropPath(drop_path)
+        self._init_ffn(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, EPS)
+
+    def forward(
+        self, pixels: torch.Tensor, patches: torch.Tensor, hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (B*N, P, c), patches (B, 1 + N, C) -> both updated."""
+        pixels = pixels + self.drop_path(self.attn_in(self.norm_in(pixels)))
+        pixels = pixels + self.drop_path(self.mlp_in(self.norm_mlp_in(pixels)))
+        B, N1, _ = patches.shape
+        update = self.proj(self.norm1_proj(pixels).reshape(B, N1 - 1, -1))  # (B, N, C)
+        patches = torch.cat([patches[:, :1], patches[:, 1:] + update], dim=1)  # (B, 1 + N, C)
+        patches = patches + self.drop_path(self.attn_out(self.norm_out(patches)))
+        return pixels, self.feed_forward(patches, hw, num_prefix=1)
+
+
+class PixelEmbed(nn.Module):
+    """(B, C, H, W) -> (B*N, P, c) pixel tokens of each patch, plus the pixel position, and the patch grid."""
+
+    def __init__(self, cfg: TNTConfig) -> None:
+        super().__init__()
+        self.side = -(-cfg.patch_size // cfg.pixel_stride)  # pixels per patch side (ceil)
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.inner_dim, 7, cfg.pixel_stride, 3)
+
+    def forward(self, x: torch.Tensor, pixel_pos: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)  # (B, c, H/4, W/4)
+        B, c = x.shape[:2]
+        hw = (x.shape[2] // self.side, x.shape[3] // self.side)
+        x = F.unfold(x, self.side, stride=self.side)  # (B, c*s*s, N)
+        x = x.transpose(1, 2).reshape(B * hw[0] * hw[1], c, self.side, self.side) + pixel_pos  # (B*N, c, s, s)
+        return x.reshape(B * hw[0] * hw[1], c, -1).transpose(1, 2), hw  # (B*N, s*s, c)
+
+
+class TNT(TokenModel):
+    """TNT / LocalViT-TNT classifier; `forward_intermediates` gives per-block (B, C, H/16, W/16) patch maps."""
+
+    def __init__(self, cfg: TNTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_chans = cfg.in_chans
+        self.patch_size = cfg.patch_size
+        self.grid = (cfg.img_size // cfg.patch_size,) * 2
+        self.pixel_embed = PixelEmbed(cfg)
+        num_pixel = self.pixel_embed.side**2
+        self.norm1_proj = nn.LayerNorm(num_pixel * cfg.inner_dim, eps=EPS)
+        self.proj = nn.Linear(num_pixel * cfg.inner_dim, cfg.embed_dim)
+        self.norm2_proj = nn.LayerNorm(cfg.embed_dim, eps=EPS)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.patch_pos = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
+        side = self.pixel_embed.side
+        self.pixel_pos = nn.Parameter(torch.zeros(1, cfg.inner_dim, side, side))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = drop_path_rates(cfg.drop_path_rate, (cfg.depth,))
+        self.blocks = nn.ModuleList(Block(cfg, num_pixel, dp) for dp in dpr)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
+        self.head = TokenHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate)
+        self.feature_info = [
+            dict(num_chs=cfg.embed_dim, reduction=cfg.patch_size, module=f"blocks.{i}") for i in range(cfg.depth)
+        ]
+        init_weights(self)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Image -> pixel tokens (B*N, P, c), patch tokens (B, 1 + N, C) and the patch grid."""
+        self.check_input(x)
+        B = x.shape[0]
+        pixels, hw = self.pixel_embed(x, self.pixel_pos)
+        patches = self.norm2_proj(self.proj(self.norm1_proj(pixels.reshape(B, hw[0] * hw[1], -1))))  # (B, N, C)
+        patches = torch.cat([self.cls_token.expand(B, -1, -1), patches], dim=1)  # (B, 1 + N, C)
+        return pixels, self.pos_drop(patches + resize_pos_embed(self.patch_pos, self.grid, hw, 1)), hw
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, 1 + H/16 * W/16, C) normalised patch tokens, the class token first."""
+        pixels, patches, hw = self.embed(x)
+        for blk in self.blocks:
+            pixels, patches = self.run_block(blk, pixels, patches, hw)
+        return self.norm(patches)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
+        take = feature_indices(indices, len(self.blocks))
+        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
+        pixels, x, hw = self.embed(x)
+        feats = []
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            pixels, x = self.run_block(blk, pixels, x, hw)
+            if i in take:
+                feats.append(tokens_to_map(self.norm(x) if norm else x, hw, 1, output_fmt))
+        if intermediates_only:
+            return feats
+        return self.norm(x), feats
+
+
+register_family(Family("tnt", TNT, localvit_convert.tnt))
+register(ModelSpec("tnt_tiny", "tnt", TNTConfig(), aliases=("tnt_t_patch16_224",), params_m=6.07, gmacs=1.40))

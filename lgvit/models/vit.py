@@ -1,0 +1,270 @@
+"""DeiT (Touvron et al., 2021) and its LocalViT form: a plain ViT with a class token.
+
+The state-dict layout equals timm's `deit_*_patch16_224` (and the official DeiT/LocalViT
+`VisionTransformer`) except `head` -> `head.fc`. With `locality` set, every block's MLP is
+LocalViT's locality feed-forward on the 14x14 patch map; the class token bypasses it.
+
+Any input size whose sides are multiples of the patch size: the position embedding is
+resized bicubically (antialiased, as timm's `dynamic_img_size`), the class-token position kept.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..convert import localvit as localvit_convert
+from ..layers import DropPath, attend, drop_path_rates, feature_indices
+from ..layers.locality import FeedForwardMixin, Locality
+from ..layers.tokens import TokenHead, merge_heads, resize_pos_embed, split_heads
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+
+EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """DeiT / LocalViT hyper-parameters; `locality=None` gives the plain MLP."""
+
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    img_size: int = 224  # native resolution: the position embedding's grid
+    in_chans: int = 3
+    num_classes: int = 1000
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    locality: Locality | None = None
+
+
+class TokenModel(nn.Module):
+    """timm's model interface for token models that classify from a class token (DeiT, PVT, TNT).
+
+    Subclasses set `in_chans`, `patch_size` (the side the input must be a multiple of), `head`
+    (TokenHead), `feature_info`, `grad_checkpointing`, and implement `forward_features` and
+    `forward_intermediates`.
+    """
+
+    in_chans: int
+    patch_size: int
+    head: TokenHead
+    feature_info: list[dict]
+    grad_checkpointing: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        fc = self.head.fc
+        return fc.out_features if isinstance(fc, nn.Linear) else 0
+
+    @property
+    def num_features(self) -> int:
+        return self.head.num_features
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected {self.in_chans} input channels, got {x.shape[1]}: convert the images "
+                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
+            )
+        p, (h, w) = self.patch_size, x.shape[2:]
+        if h % p or w % p or min(h, w) == 0:
+            near = f"{max(p, round(h / p) * p)}x{max(p, round(w / p) * p)}"
+            raise ValueError(
+                f"image of {h}x{w}: this model needs sides that are positive multiples of {p}; "
+                f"resize or pad the input (e.g. to {near})"
+            )
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
+        self.head.reset(num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed: norms, biases, tokens and position embeddings."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith(("_token", "pos_embed", "_pos"))}
+
+    def run_block(self, block: nn.Module, *args: Any) -> Any:
+        """`block(*args)`, through activation checkpointing when it is enabled and gradients are on."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens (`qkv`, `proj`: timm's keys)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))  # each (B, heads, N, d)
+        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+
+class Block(FeedForwardMixin):
+    """Pre-norm block: x + drop_path(attn(norm1(x))), then the residual feed-forward (MLP or locality)."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=EPS)
+        self.attn = Attention(cfg.embed_dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
+        self.drop_path1 = DropPath(drop_path)
+        self._init_ffn(cfg.embed_dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, EPS)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return self.feed_forward(x, hw, num_prefix=1)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens: (B, C, H, W) -> (B, H/p * W/p, D) and the grid (H/p, W/p)."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)  # (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # (B, N, D)
+
+
+class VisionTransformer(TokenModel):
+    """DeiT / LocalViT classifier; `forward_intermediates` gives per-block (B, C, H/16, W/16) maps."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_chans = cfg.in_chans
+        self.patch_size = cfg.patch_size
+        self.grid = (cfg.img_size // cfg.patch_size,) * 2
+        self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.embed_dim))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = drop_path_rates(cfg.drop_path_rate, (cfg.depth,))
+        self.blocks = nn.ModuleList(Block(cfg, dp) for dp in dpr)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
+        self.head = TokenHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate)
+        self.feature_info = [
+            dict(num_chs=cfg.embed_dim, reduction=cfg.patch_size, module=f"blocks.{i}") for i in range(cfg.depth)
+        ]
+        init_weights(self)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> (B, 1 + N, D) tokens with the class token and position embedding, and the patch grid."""
+        self.check_input(x)
+        x, hw = self.patch_embed(x)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
+        return self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, 1)), hw
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, 1 + H/16 * W/16, D) normalised tokens, the class token first."""
+        x, hw = self.embed(x)
+        for blk in self.blocks:
+            x = self.run_block(blk, x, hw)
+        return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
+        take = feature_indices(indices, len(self.blocks))
+        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
+        x, hw = self.embed(x)
+        feats = []
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            x = self.run_block(blk, x, hw)
+            if i in take:
+                feats.append(tokens_to_map(self.norm(x) if norm else x, hw, 1, output_fmt))
+        if intermediates_only:
+            return feats
+        return self.norm(x), feats
+
+
+def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int, output_fmt: str) -> torch.Tensor:
+    """(B, P + H*W, C) tokens -> (B, C, H, W) ('NCHW') or (B, H, W, C) ('NHWC'), the prefix tokens dropped."""
+    if output_fmt not in ("NCHW", "NHWC"):
+        raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], -1)  # (B, H, W, C)
+    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x  # (B, C, H, W)
+
+
+def init_weights(model: nn.Module) -> None:
+    """The official initialisation: trunc-normal(0.02) Linear weights, tokens and position embeddings; zero biases."""
+    for name, p in model.named_parameters():
+        if name.endswith(("_token", "pos_embed", "_pos")):
+            nn.init.trunc_normal_(p, std=0.02)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: DeiT baselines (timm weights); the LocalViT forms are registered in localvit.py.
+
+
+def _deit_tag(name: str) -> dict[str, PretrainedTag]:
+    return {"in1k": PretrainedTag(hf_hub_id=f"timm/{name}.fb_in1k", crop_pct=0.875, license="Apache-2.0")}
+
+
+register_family(Family("vit", VisionTransformer, localvit_convert.vit))
+register(
+    ModelSpec(
+        "deit_tiny",
+        "vit",
+        ViTConfig(),
+        _deit_tag("deit_tiny_patch16_224"),
+        aliases=("deit_tiny_patch16_224",),
+        params_m=5.72,
+        gmacs=1.26,
+        timm_name="deit_tiny_patch16_224",
+    )
+)
+register(
+    ModelSpec(
+        "deit_small",
+        "vit",
+        ViTConfig(embed_dim=384, num_heads=6),
+        _deit_tag("deit_small_patch16_224"),
+        aliases=("deit_small_patch16_224",),
+        params_m=22.05,
+        gmacs=4.61,
+        timm_name="deit_small_patch16_224",
+    )
+)

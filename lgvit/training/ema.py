@@ -1,0 +1,35 @@
+"""Exponential moving average of a model's weights, evaluated beside the model."""
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ModelEma:
+    """A frozen copy whose parameters track `decay * ema + (1 - decay) * model` after each optimizer step.
+
+    The decay is warmed up as min(decay, (1 + n) / (10 + n)) so early averages are not dominated
+    by the random initialisation. Buffers are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - d)
+        for ema_b, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,366 @@
+"""`train(cfg)`: data, model, optimizer and schedule, then epochs of train/evaluate/checkpoint/report."""
+
+import dataclasses
+import itertools
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
+
+from ..data import AugmentConfig, DataBundle, build_data, mix_transform
+from ..engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
+from ..registry import create_model, get_spec
+from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
+from .config import TrainConfig, check_config
+from .distributed import Dist, close_distributed, gather_objects, init_distributed
+from .ema import ModelEma
+from .optim import build_optimizer, warmup_cosine
+from .report import MetricsLog, plot_confusion, plot_curves, write_summary
+
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # final weights (not the EMA)
+    history: list[dict]
+    best: dict
+    output: Path
+    completed: bool  # False when stopped by a signal (resume with --resume)
+
+
+class SignalStop:
+    """Turns the first SIGINT/SIGTERM into a stop request (save, then exit); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step ...", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+class SkipSampler(Sampler):
+    """The indices of `sampler` after the first `skip` (to resume in the middle of an epoch)."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+class MixCollate:
+    """default_collate, then MixUp/CutMix on the batch when configured."""
+
+    def __init__(self, mix) -> None:
+        self.mix = mix
+
+    def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = default_collate(batch)
+        return self.mix(x, y) if self.mix is not None else (x, y)
+
+
+def train_sampler(ds: Dataset, d: Dist, seed: int, epoch: int) -> DistributedSampler:
+    """This process's shuffled share of `ds` for `epoch`: disjoint across processes, repeatable from the seed."""
+    sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def _train_loader(data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix) -> DataLoader:
+    sampler = SkipSampler(train_sampler(data.train, d, cfg.seed, epoch), skip_batches * cfg.batch_size)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + d.rank)  # worker seeds
+    return DataLoader(
+        data.train,
+        cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=MixCollate(mix),
+        drop_last=True,
+        generator=gen,
+        pin_memory=d.device.type == "cuda",
+    )
+
+
+def val_loader(ds: Dataset, batch_size: int, workers: int, d: Dist) -> DataLoader:
+    """This process's strided, unpadded shard of the val set (summed over processes, every image counts once)."""
+    shard = Subset(ds, range(d.rank, len(ds), d.world)) if d.enabled else ds
+    return DataLoader(shard, batch_size, num_workers=workers)
+
+
+def _model_overrides(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
+    overrides = {"num_classes": num_classes, "in_chans": in_chans}
+    if cfg.drop_path is not None:
+        overrides["drop_path_rate"] = cfg.drop_path
+    return overrides
+
+
+def _check_resume(ckpt: dict, cfg: TrainConfig, overrides: dict, d: Dist) -> None:
+    old = ckpt["model_overrides"]
+    if ckpt["model_name"] != cfg.model or any(old[k] != overrides[k] for k in ("num_classes", "in_chans")):
+        raise ValueError(
+            f"the checkpoint was trained as {ckpt['model_name']} with {old['num_classes']} classes and "
+            f"{old['in_chans']} channels, not {cfg.model} with {overrides['num_classes']} and "
+            f"{overrides['in_chans']}: resume with the same --model and data, or pick a new --output"
+        )
+    if len(ckpt["rng"]) != d.world and d.main:
+        print(f"note: resuming {len(ckpt['rng'])}-process training with {d.world}; the data order will differ")
+
+
+def _amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return AMP[name]
+
+
+def _build_state(cfg: TrainConfig, model: nn.Module, batches: int, d: Dist) -> TrainState:
+    model.to(d.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    steps = math.ceil(batches / cfg.accum_steps)
+    scheduler = warmup_cosine(optimizer, cfg.epochs * steps, round(cfg.warmup_epochs * steps), cfg.min_lr / cfg.lr)
+    scaler = torch.amp.GradScaler(d.device.type) if cfg.amp == "fp16" else None
+    wrapped = model
+    if d.enabled:
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+    return TrainState(wrapped, model, optimizer, scheduler, scaler, ema)
+
+
+def _restore(state: TrainState, ckpt: dict, d: Dist) -> None:
+    state.raw.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    if state.ema is not None and ckpt.get("ema"):
+        state.ema.load_state_dict(ckpt["ema"])
+    state.epoch, state.step, state.sums = ckpt["epoch"], ckpt["step"], dict(ckpt["sums"])
+    rngs = ckpt["rng"]
+    set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
+
+
+@dataclass
+class _Run:
+    """What stays fixed through a run: config, data, model options and where things go."""
+
+    cfg: TrainConfig
+    data: DataBundle
+    overrides: dict
+    opts: StepOptions
+    d: Dist
+    out: Path
+    batches: int
+    command: str
+
+
+def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rngs: list) -> dict:
+    """A checkpoint of plain containers and tensors, readable with torch.load(weights_only=True)."""
+    data = run.data
+    return {
+        "format": FORMAT,
+        "model_name": run.cfg.model,
+        "model_overrides": run.overrides,
+        "classes": data.classes,
+        "data": {"img_size": data.img_size, "in_chans": data.in_chans, "mean": data.mean, "std": data.std},
+        "train_config": dataclasses.asdict(run.cfg),
+        "model": state.raw.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "sums": dict(state.sums),
+        "rng": rngs,
+        "history": history,
+        "best": best,
+        "world": run.d.world,
+    }
+
+
+def _save(run: _Run, state: TrainState, history: list[dict], best: dict, names: tuple[str, ...]) -> None:
+    rngs = gather_objects(rng_state(), run.d)  # every process's generators, so each resumes its own stream
+    if run.d.main:
+        payload = _payload(run, state, history, best, rngs)
+        for name in names:
+            save_atomic(payload, run.out / name)
+
+
+def _evaluate_epoch(run: _Run, state: TrainState, val: DataLoader) -> tuple[dict, dict]:
+    """The epoch's val metrics (model and EMA) as a flat row, and the better of the two evaluations."""
+    n = len(run.data.classes)
+    result = evaluate(state.raw, val, n, run.opts, run.d)
+    row = {"val_loss": result["loss"], "val_top1": result["top1"], "val_top5": result["top5"]}
+    best = dict(result, weights="model")
+    if state.ema is not None:
+        ema = evaluate(state.ema.module, val, n, run.opts, run.d)
+        row.update(ema_loss=ema["loss"], ema_top1=ema["top1"], ema_top5=ema["top5"])
+        if ema["top1"] > result["top1"]:
+            best = dict(ema, weights="ema")
+    return row, best
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    ema = f" | EMA top-1 {row['ema_top1']:.2f}%" if "ema_top1" in row else ""
+    return (
+        f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+        f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%{ema} | "
+        f"{row['img_s']:.0f} img/s, {row['epoch_seconds']:.0f} s"
+    )
+
+
+def _setup(cfg: TrainConfig, d: Dist, command: str) -> tuple[_Run, nn.Module, dict | None]:
+    """Data, model and the checkpoint to resume from (if any)."""
+    out = Path(cfg.output or f"runs/{cfg.model}")
+    ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
+    spec = get_spec(cfg.model)
+    in_chans = cfg.in_chans or spec.config.in_chans
+    augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
+    data = build_data(cfg.data, cfg.img_size or spec.native_size, in_chans, augment)
+    num_classes = cfg.num_classes or len(data.classes)
+    if num_classes < len(data.classes):
+        raise ValueError(f"--num-classes {num_classes} is fewer than the {len(data.classes)} classes in {data.root}")
+    batches = len(data.train) // d.world // cfg.batch_size
+    if batches < 1:
+        raise ValueError(f"{len(data.train)} training images make no full batch of {cfg.batch_size} per process")
+    overrides = _model_overrides(cfg, num_classes, in_chans)
+    if ckpt is not None:
+        _check_resume(ckpt, cfg, overrides, d)
+    seed_all(cfg.seed)  # the same initial weights on every process
+    model = create_model(cfg.model, pretrained=cfg.pretrained, **overrides)
+    seed_all(cfg.seed + 1_000_003 * d.rank)  # then different augmentation and drop-path per process
+    amp = _amp_dtype(cfg.amp, d.device)
+    opts = StepOptions(d.device, amp, cfg.channels_last, cfg.accum_steps, cfg.clip_grad, cfg.label_smoothing)
+    return _Run(cfg, data, overrides, opts, d, out, batches, command), model, ckpt
+
+
+def _announce(run: _Run, model: nn.Module) -> None:
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    data = run.data
+    skipped = f", {len(data.skipped)} unreadable files skipped" if data.skipped else ""
+    print(
+        f"training {run.cfg.model} ({params:.2f} M params) on {len(data.train)} {data.kind} images of "
+        f"{len(data.classes)} classes from {data.root}{skipped}; {run.d.world} process(es) on {run.d.device}, "
+        f"{torch.get_num_threads()} threads; output {run.out}"
+    )
+
+
+def train(cfg: TrainConfig, stop: Callable[[], bool] | None = None, command: str = "") -> TrainResult:
+    """Runs the recipe in `cfg` (single process, or DDP under torchrun).
+
+    Args:
+        stop: polled after each optimizer step; True saves last.pt and returns (default: SIGINT/SIGTERM).
+        command: the command line, written into summary.md.
+    """
+    check_config(cfg)
+    d = init_distributed(cfg.device, cfg.threads, cfg.workers)
+    try:
+        run, model, ckpt = _setup(cfg, d, command)
+        with SignalStop() as signals:
+            return _fit(run, model, ckpt, stop or signals)
+    finally:
+        close_distributed()
+
+
+def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool]) -> TrainResult:
+    cfg, d = run.cfg, run.d
+    state = _build_state(cfg, model, run.batches, d)
+    history, best = [], {"top1": -1.0}
+    if ckpt is not None:
+        _restore(state, ckpt, d)
+        history, best = list(ckpt["history"]), dict(ckpt["best"])
+    if d.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        _announce(run, model)
+    log = MetricsLog(run.out, fresh=ckpt is None) if d.main else None
+    mix = mix_transform(cfg.num_classes or len(run.data.classes), cfg.mixup, cfg.cutmix)
+    val = val_loader(run.data.val, 2 * cfg.batch_size, cfg.workers, d)
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch, t0 = epoch, time.perf_counter()
+        loader = _train_loader(run.data, cfg, d, epoch, state.step, mix)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        if not train_one_epoch(state, loader, run.batches, run.opts, d, stop, desc):
+            _save(run, state, history, best, ("last.pt",))
+            if d.main:
+                print(f"stopped in epoch {epoch + 1} after {state.step} batches; saved {run.out / 'last.pt'}")
+                print("continue with the same command and --resume")
+            return TrainResult(state.raw, history, best, run.out, False)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, **epoch_train_metrics(state, d), "lr": state.optimizer.param_groups[0]["lr"]}
+        evaluation, candidate = _evaluate_epoch(run, state, val)
+        row.update(evaluation, epoch_seconds=seconds, img_s=run.batches * cfg.batch_size * d.world / seconds)
+        history.append(row)
+        state.epoch, state.step, state.sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "count": 0.0}
+        improved = candidate["top1"] > best["top1"]
+        if improved:
+            best = {**candidate, "epoch": epoch + 1}
+        _save(run, state, history, best, ("last.pt", "best.pt") if improved else ("last.pt",))
+        if d.main:
+            print(_epoch_line(row, cfg.epochs))
+            log.write(history)
+    if d.main:
+        log.close()
+        _report(run, history, best)
+    return TrainResult(state.raw, history, best, run.out, True)
+
+
+def _report(run: _Run, history: list[dict], best: dict) -> None:
+    """curves.png, confusion.png (best weights) and summary.md in the output folder."""
+    data, last = run.data, history[-1]
+    plot_curves(history, run.out / "curves.png")
+    plot_confusion(best["confusion"], data.classes, run.out / "confusion.png", f"{run.cfg.model}: {best['top1']:.2f}%")
+    final = {
+        "data": data.root,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "skipped": len(data.skipped),
+        "epochs_done": last["epoch"],
+        "train_minutes": sum(r["epoch_seconds"] for r in history) / 60,
+        "img_s": last["img_s"],
+        "processes": run.d.world,
+        "device": str(run.d.device),
+        "val_top1": last["val_top1"],
+        "val_top5": last["val_top5"],
+        "best_top1": best["top1"],
+        "best_weights": best["weights"],
+        "best_epoch": best["epoch"],
+        "per_class": best["per_class"],
+    }
+    if "ema_top1" in last:
+        final["ema_top1"] = last["ema_top1"]
+    path = write_summary(run.out, final, data.classes, run.command, dataclasses.asdict(run.cfg))
+    print(f"best val top-1 {best['top1']:.2f}% ({best['weights']} weights, epoch {best['epoch']}); report: {path}")

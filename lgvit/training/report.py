@@ -1,0 +1,135 @@
+"""What a run leaves behind: metrics.csv/.jsonl, TensorBoard events, PNG plots and summary.md."""
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import torch  # noqa: E402
+
+
+class MetricsLog:
+    """Appends one row per epoch to metrics.jsonl, rewrites metrics.csv, and mirrors to TensorBoard if installed."""
+
+    def __init__(self, out: Path, fresh: bool) -> None:
+        self.out = out
+        if fresh:  # a new run in an old folder starts a new log
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:  # tensorboard is optional: pip install 'lgvit[tensorboard]'
+            self.tb = None
+
+    def write(self, history: list[dict]) -> None:
+        row = history[-1]
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        keys = list(dict.fromkeys(k for r in history for k in r))
+        with open(self.out / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            writer.writerows(history)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss (train, val) and accuracy (train, val, EMA) per epoch, side by side."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("ema_loss", "val (EMA)")):
+        if all(key in r for r in history):
+            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=label)
+    for key, label in (("train_acc", "train"), ("val_top1", "val top-1"), ("ema_top1", "val top-1 (EMA)")):
+        if all(key in r for r in history):
+            ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=label)
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted) with the counts written in."""
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1.5)))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def per_class_table(classes: list[str], per_class: list[float]) -> str:
+    rows = [f"| {name} | {acc:.2f} |" for name, acc in zip(classes, per_class, strict=True)]
+    return "\n".join(["| class | accuracy (%) |", "|---|---|", *rows])
+
+
+def write_summary(out: Path, final: dict, classes: list[str], command: str, config: dict) -> Path:
+    """summary.md: final numbers, per-class accuracy, the plots, the exact command and the config."""
+    lines = [
+        "# Training summary",
+        "",
+        f"- model: `{config['model']}`, data: `{final['data']}` ({final['train_images']} train / "
+        f"{final['val_images']} val images, {len(classes)} classes"
+        + (f", {final['skipped']} unreadable files skipped" if final.get("skipped") else "")
+        + ")",
+        f"- epochs: {final['epochs_done']} of {config['epochs']}, wall time {final['train_minutes']:.1f} min, "
+        f"{final['img_s']:.0f} train images/s, {final['processes']} process(es) on {final['device']}",
+        f"- final val top-1: **{final['val_top1']:.2f}%** (top-5 {final['val_top5']:.2f}%)"
+        + (f"; EMA top-1 {final['ema_top1']:.2f}%" if "ema_top1" in final else ""),
+        f"- best: {final['best_top1']:.2f}% ({final['best_weights']} weights, epoch {final['best_epoch']}) "
+        f"saved in `best.pt`; the last state is in `last.pt`",
+        "",
+        "![curves](curves.png)",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+        "## Per-class accuracy (best weights)",
+        "",
+        per_class_table(classes, final["per_class"]),
+        "",
+        "## Command",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
+    path = out / "summary.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,185 @@
+"""`lgvit train / eval / predict`: learning, resume equality, DDP sync, reports and clear errors."""
+
+import json
+import os
+import signal
+import socket
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+from test_data import SHAPES, make_idx_dir, make_image_folder, pattern_images
+
+from lgvit import CheckpointError
+from lgvit.cli import main
+from lgvit.data import build_data
+from lgvit.training.checkpoint import load_checkpoint
+from lgvit.training.config import TrainConfig
+from lgvit.training.distributed import Dist
+from lgvit.training.loop import SignalStop, train, train_sampler
+
+FAST = dict(batch_size=32, threads=1, workers=0, lr=3e-3, warmup_epochs=0.2, ema_decay=0.9, drop_path=0.0)
+
+
+@pytest.fixture(scope="module")
+def shapes_idx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_idx_dir(tmp_path_factory.mktemp("idx") / "shapes", 256, 128)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_idx: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 3-epoch run on the generated IDX files (shared by the eval and predict tests)."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(data=str(shapes_idx), output=str(out), epochs=3, **FAST)
+    return train(cfg, command="lgvit train (test)")
+
+
+def test_training_learns_and_reports(trained) -> None:
+    history, out = trained.history, trained.output
+    assert trained.completed and [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["val_top1"] >= 90  # 4 classes: chance is 25%
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["train_acc"] > history[0]["train_acc"]
+    assert trained.best["top1"] == max(max(r["val_top1"], r["ema_top1"]) for r in history)
+    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.jsonl", "curves.png", "confusion.png", "summary.md"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_top1"] for r in rows] == [r["val_top1"] for r in history]
+    summary = (out / "summary.md").read_text()
+    assert "lgvit train (test)" in summary and f"{trained.best['top1']:.2f}%" in summary and "vertical" in summary
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class StopAfter:
+    """Asks to stop after `n` polls (optimizer steps), like a SIGINT would."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self) -> bool:
+        self.n -= 1
+        return self.n <= 0
+
+
+@pytest.mark.parametrize("stop_steps", [3, 8])  # mid-epoch and at the end of epoch 1 (8 batches of 32)
+def test_resume_equals_uninterrupted(shapes_idx: Path, tmp_path: Path, stop_steps: int) -> None:
+    cfg = TrainConfig(data=str(shapes_idx), epochs=2, augment="trivial", erase_prob=0.5, mixup=0.2, cutmix=1.0, **FAST)
+    straight = train(replace(cfg, output=str(tmp_path / "a")))
+    stopped = train(replace(cfg, output=str(tmp_path / "b")), stop=StopAfter(stop_steps))
+    assert not stopped.completed
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")  # weights_only=True
+    assert (ckpt["epoch"], ckpt["step"]) == (0, stop_steps)  # a stop on the last batch is saved before evaluation
+    resumed = train(replace(cfg, output=str(tmp_path / "b"), resume="auto"))
+    assert resumed.completed
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"] and a["ema_top1"] == b["ema_top1"]
+    final_a, final_b = _state(straight.model), _state(resumed.model)
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_image_folder_training_counts_corrupt(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "tree", per_class=8)
+    cfg = TrainConfig(data=str(root), output=str(tmp_path / "run"), epochs=1, img_size=32, in_chans=3, **FAST)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        result = train(replace(cfg, batch_size=8, augment="randaug"))
+    assert result.completed and 0 <= result.history[0]["val_top1"] <= 100
+    assert "1 unreadable files skipped" in (tmp_path / "run" / "summary.md").read_text()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["classes"] == sorted(SHAPES)
+
+
+def _ddp_worker(rank: int, port: int, data: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cfg = TrainConfig(data=data, output=out, epochs=1, **{**FAST, "ema_decay": 0.0})
+    ds = build_data(data, 28, 1).train
+    indices = list(train_sampler(ds, Dist(rank, 2), cfg.seed, 0))
+    result = train(cfg)
+    torch.save({"indices": indices, "state": result.model.state_dict()}, Path(out) / f"rank{rank}.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_shards_data_and_syncs_weights(shapes_idx: Path, tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(_free_port(), str(shapes_idx), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["indices"]) == len(r1["indices"]) == 128 and not set(r0["indices"]) & set(r1["indices"])
+    assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])
+    saved = load_checkpoint(tmp_path / "last.pt")  # written by rank 0 only
+    assert all(torch.equal(saved["model"][k], r0["state"][k]) for k in saved["model"])
+    assert saved["world"] == 2 and len(saved["rng"]) == 2 and len(saved["history"]) == 1
+
+
+def test_eval_command(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = trained.output / "best.pt"
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(shapes_idx), "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert abs(report["top1"] - trained.best["top1"]) < 1e-9 and report["images"] == 128
+    assert f"top-1 {report['top1']:.2f}%" in out and "| square |" in out
+    assert (tmp_path / "eval_confusion.png").stat().st_size > 1000
+
+
+def test_predict_command(trained, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    images, labels = pattern_images(4, size=60, seed=5)
+    paths = []
+    for i, (arr, mode) in enumerate(zip(images, ("RGB", "L", "RGBA", "P"), strict=True)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(arr).convert(mode).save(paths[-1])
+    code = main(["predict", "--checkpoint", str(trained.output / "best.pt"), "--topk", "2", *map(str, paths)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 4
+    for line, path in zip(lines, paths, strict=True):
+        head, preds = line.split(": ", 1)
+        assert head == str(path) and len(preds.split(", ")) == 2 and preds.split(" ")[0] in SHAPES
+    predicted = [line.split(": ", 1)[1].split(" ")[0] for line in lines]
+    assert sum(p == SHAPES[label] for p, label in zip(predicted, labels, strict=True)) >= 3
+
+
+def test_cli_errors(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "o")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--augment", "autoaug"])
+    best = str(trained.output / "best.pt")
+    args = ["--data", str(shapes_idx), "--output", str(trained.output), "--resume", best]
+    assert main(["train", "--model", "gcvit_xxtiny", *args]) == 2
+    assert "resume with the same --model" in capsys.readouterr().err
+    other = make_image_folder(tmp_path / "tree", per_class=1, corrupt=False)
+    (other / "val" / "top").rename(other / "val" / "zigzag")
+    (other / "train" / "top").rename(other / "train" / "zigzag")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["eval", "--checkpoint", best, "--data", str(other)]) == 2
+    assert "same classes" in capsys.readouterr().err
+    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "plain.pt")
+    assert main(["predict", "--checkpoint", str(tmp_path / "plain.pt"), best]) == 2
+    assert "not an `lgvit train` checkpoint" in capsys.readouterr().err
+    assert main(["predict", "--pretrained", best, "--model", "gcvit_fmnist", best]) == 2  # 4 classes, not 10
+    assert "wrong shape (2): head.fc.bias" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="does not fit"):
+        from lgvit.training.inference import from_checkpoint
+
+        ckpt = load_checkpoint(best)
+        ckpt["model"].pop("head.fc.weight")
+        torch.save(ckpt, tmp_path / "cut.pt")
+        from_checkpoint(str(tmp_path / "cut.pt"))
+
+
+def test_signal_requests_a_stop() -> None:
+    with SignalStop() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
