@@ -5,11 +5,18 @@ from torch import nn
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool over an NCHW map -> dropout -> Linear (`fc`, Identity if no classes)."""
+    """Pool -> dropout -> Linear (`fc`, Identity if no classes).
 
-    def __init__(self, in_features: int, num_classes: int, drop: float = 0.0) -> None:
+    `pool="avg"` averages an NCHW map over H and W; `pool="token"` takes the class token, the
+    first of (B, N, C) tokens.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, drop: float = 0.0, pool: str = "avg") -> None:
         super().__init__()
+        if pool not in ("avg", "token"):
+            raise ValueError(f"pool must be 'avg' or 'token', got {pool!r}")
         self.num_features = in_features
+        self.pool = pool
         self.drop = nn.Dropout(drop)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -17,7 +24,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean((2, 3)))  # (B, C)
+        x = self.drop(x.mean((2, 3)) if self.pool == "avg" else x[:, 0])  # (B, C)
         return x if pre_logits else self.fc(x)
 
 

@@ -1,8 +1,7 @@
-"""Pieces of plain (non-windowed) token transformers: head split/merge, a class-token head, position embeddings."""
+"""Pieces of plain (non-windowed) token transformers: head split/merge and position embeddings."""
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -15,23 +14,6 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, N, d) -> (B, N, heads * d)."""
     B, H, N, d = x.shape
     return x.transpose(1, 2).reshape(B, N, H * d)  # (B, N, C)
-
-
-class TokenHead(nn.Module):
-    """Class token -> dropout -> Linear (`fc`; Identity when there are no classes)."""
-
-    def __init__(self, in_features: int, num_classes: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_features = in_features
-        self.drop = nn.Dropout(drop)
-        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x[:, 0])  # (B, C): the class token
-        return x if pre_logits else self.fc(x)
 
 
 def resize_pos_embed(

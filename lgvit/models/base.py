@@ -6,20 +6,12 @@ from torch import nn
 from ..layers import ClassifierHead, feature_indices
 
 
-class HierarchicalBackbone(nn.Module):
-    """stem -> stages (each NCHW -> NCHW) -> head, with timm's model interface.
-
-    Subclasses build `self.stem`, `self.stages` (an nn.Sequential whose stages carry a
-    `grad_checkpointing` flag), `self.head` (ClassifierHead), `self.feature_info` and set
-    `self.in_chans`, `self.min_size` (the smallest H and W the model accepts).
-    """
+class ClassifierModel(nn.Module):
+    """What every lgvit model shares: `in_chans`, a `head` with `.fc`, `.reset()` and `.num_features`,
+    input checks, and timm's head-side interface."""
 
     in_chans: int
-    min_size: int
-    stem: nn.Module
-    stages: nn.Sequential
-    head: ClassifierHead
-    feature_info: list[dict]
+    head: nn.Module
 
     @property
     def num_classes(self) -> int:
@@ -30,8 +22,8 @@ class HierarchicalBackbone(nn.Module):
     def num_features(self) -> int:
         return self.head.num_features
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
+    def check_channels(self, x: torch.Tensor) -> None:
+        """Raises a ValueError naming the problem and the fix for a batch of the wrong rank or channels."""
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
@@ -39,16 +31,6 @@ class HierarchicalBackbone(nn.Module):
                 f"expected {self.in_chans} input channels, got {x.shape[1]}: convert the images "
                 f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
             )
-        if min(x.shape[2], x.shape[3]) < self.min_size:
-            raise ValueError(
-                f"image of {x.shape[2]}x{x.shape[3]} is smaller than this model's minimum "
-                f"{self.min_size}x{self.min_size}: resize or pad the input"
-            )
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image -> (B, num_features, H/32, W/32) map, last stage normalised."""
-        self.check_input(x)
-        return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -62,6 +44,35 @@ class HierarchicalBackbone(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
         self.head.reset(num_classes)
+
+
+class HierarchicalBackbone(ClassifierModel):
+    """stem -> stages (each NCHW -> NCHW) -> head, with timm's model interface.
+
+    Subclasses build `self.stem`, `self.stages` (an nn.Sequential whose stages carry a
+    `grad_checkpointing` flag), `self.head` (ClassifierHead), `self.feature_info` and set
+    `self.in_chans`, `self.min_size` (the smallest H and W the model accepts).
+    """
+
+    min_size: int
+    stem: nn.Module
+    stages: nn.Sequential
+    head: ClassifierHead
+    feature_info: list[dict]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
+        self.check_channels(x)
+        if min(x.shape[2], x.shape[3]) < self.min_size:
+            raise ValueError(
+                f"image of {x.shape[2]}x{x.shape[3]} is smaller than this model's minimum "
+                f"{self.min_size}x{self.min_size}: resize or pad the input"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, num_features, H/32, W/32) map, last stage normalised."""
+        self.check_input(x)
+        return self.stages(self.stem(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:

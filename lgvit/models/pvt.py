@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..convert import localvit as localvit_convert
-from ..layers import DropPath, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, feature_indices
 from ..layers.locality import FeedForwardMixin, Locality
-from ..layers.tokens import TokenHead, merge_heads, resize_pos_embed, split_heads
+from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, register, register_family
 from .vit import EPS, TokenModel, init_weights, tokens_to_map
 
@@ -146,7 +146,7 @@ class PVT(TokenModel):
         self.stages = nn.ModuleList(PVTStage(cfg, i, dpr[starts[i] : starts[i + 1]], i == n - 1) for i in range(n))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dims[-1]))
         self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=EPS)
-        self.head = TokenHead(cfg.embed_dims[-1], cfg.num_classes, cfg.drop_rate)
+        self.head = ClassifierHead(cfg.embed_dims[-1], cfg.num_classes, cfg.drop_rate, pool="token")
         self.feature_info = [
             dict(num_chs=cfg.embed_dims[i], reduction=cfg.patch_size * 2**i, module=f"stages.{i}") for i in range(n)
         ]

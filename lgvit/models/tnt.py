@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..convert import localvit as localvit_convert
-from ..layers import DropPath, Mlp, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, Mlp, attend, drop_path_rates, feature_indices
 from ..layers.locality import FeedForwardMixin, Locality
-from ..layers.tokens import TokenHead, merge_heads, resize_pos_embed, split_heads
+from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, register, register_family
 from .vit import TokenModel, init_weights, tokens_to_map
 
@@ -139,7 +139,7 @@ class TNT(TokenModel):
         dpr = drop_path_rates(cfg.drop_path_rate, (cfg.depth,))
         self.blocks = nn.ModuleList(Block(cfg, num_pixel, dp) for dp in dpr)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
-        self.head = TokenHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate)
+        self.head = ClassifierHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate, pool="token")
         self.feature_info = [
             dict(num_chs=cfg.embed_dim, reduction=cfg.patch_size, module=f"blocks.{i}") for i in range(cfg.depth)
         ]

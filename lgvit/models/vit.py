@@ -16,10 +16,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import localvit as localvit_convert
-from ..layers import DropPath, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, feature_indices
 from ..layers.locality import FeedForwardMixin, Locality
-from ..layers.tokens import TokenHead, merge_heads, resize_pos_embed, split_heads
+from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from .base import ClassifierModel
 
 EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
 
@@ -43,38 +44,21 @@ class ViTConfig:
     locality: Locality | None = None
 
 
-class TokenModel(nn.Module):
+class TokenModel(ClassifierModel):
     """timm's model interface for token models that classify from a class token (DeiT, PVT, TNT).
 
     Subclasses set `in_chans`, `patch_size` (the side the input must be a multiple of), `head`
-    (TokenHead), `feature_info`, `grad_checkpointing`, and implement `forward_features` and
+    (ClassifierHead with pool="token"), `feature_info`, `grad_checkpointing`, and implement `forward_features` and
     `forward_intermediates`.
     """
 
-    in_chans: int
     patch_size: int
-    head: TokenHead
     feature_info: list[dict]
     grad_checkpointing: bool = False
 
-    @property
-    def num_classes(self) -> int:
-        fc = self.head.fc
-        return fc.out_features if isinstance(fc, nn.Linear) else 0
-
-    @property
-    def num_features(self) -> int:
-        return self.head.num_features
-
     def check_input(self, x: torch.Tensor) -> None:
         """Raises a ValueError naming the problem and the fix for a malformed image batch."""
-        if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected {self.in_chans} input channels, got {x.shape[1]}: convert the images "
-                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
-            )
+        self.check_channels(x)
         p, (h, w) = self.patch_size, x.shape[2:]
         if h % p or w % p or min(h, w) == 0:
             near = f"{max(p, round(h / p) * p)}x{max(p, round(w / p) * p)}"
@@ -82,19 +66,6 @@ class TokenModel(nn.Module):
                 f"image of {h}x{w}: this model needs sides that are positive multiples of {p}; "
                 f"resize or pad the input (e.g. to {near})"
             )
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
-        self.head.reset(num_classes)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -172,7 +143,7 @@ class VisionTransformer(TokenModel):
         dpr = drop_path_rates(cfg.drop_path_rate, (cfg.depth,))
         self.blocks = nn.ModuleList(Block(cfg, dp) for dp in dpr)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
-        self.head = TokenHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate)
+        self.head = ClassifierHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate, pool="token")
         self.feature_info = [
             dict(num_chs=cfg.embed_dim, reduction=cfg.patch_size, module=f"blocks.{i}") for i in range(cfg.depth)
         ]
