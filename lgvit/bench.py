@@ -1,7 +1,8 @@
 """Side-by-side speed and memory: lgvit vs timm's model of the same architecture, one run.
 
-Every measurement runs in a fresh child process, so its peak memory (peak RSS minus the RSS
-after building the model and the input) is its own. lgvit and timm alternate over the rounds
+Every measurement runs in a fresh child process, so its peak memory (peak RSS during the steps
+minus the RSS after building the model and the input; the peak record is reset after the build)
+is its own. lgvit and timm alternate over the rounds
 and the median round is reported, so background load hits both alike.
 """
 
@@ -41,6 +42,15 @@ def gemm_peak_gflops(n: int = 2048, seconds: float = 1.0) -> float:
         a @ b
         runs += 1
     return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def _reset_peak_rss() -> None:
+    """Starts the process's peak-RSS record afresh (Linux), so building the model does not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # elsewhere the peak includes the build: an upper bound
 
 
 def _rss_mb() -> float:
@@ -85,6 +95,7 @@ def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int,
             opt.step()
             opt.zero_grad(set_to_none=True)
 
+    _reset_peak_rss()
     base = _rss_mb()
     step()  # warm-up (allocator, kernels, optimizer state)
     times = []
@@ -116,24 +127,26 @@ def run_bench(
         import lgvit
 
         gmacs = count_macs(lgvit.create_model(name), (3, size, size)) / 1e9
-    peak = gemm_peak_gflops()
     impls = ["lgvit", "timm"] if compare else ["lgvit"]
     ctx = mp.get_context("spawn")
-    results = []
+    samples: dict[tuple[str, str], list[dict]] = {(m, i): [] for m in modes for i in impls}
     for mode in modes:
-        samples: dict[str, list[dict]] = {i: [] for i in impls}
         for _ in range(rounds):
             for impl in impls:
                 with ctx.Pool(1) as pool:
                     job = (impl, spec.name, mode, batch, size, iters, torch.get_num_threads())
-                    samples[impl].append(pool.apply(_child, (job,)))
-        for impl in impls:
-            sec = statistics.median(s["seconds"] for s in samples[impl])
-            mem = statistics.median(s["peak_mb"] for s in samples[impl])
-            flops = gmacs * 2 * (3 if mode == "train" else 1) * batch / sec
-            results.append(
-                BenchResult(impl, spec.name, mode, batch, size, batch / sec, sec * 1e3, mem, gmacs, flops, flops / peak)
-            )
+                    samples[mode, impl].append(pool.apply(_child, (job,)))
+    # after the measurements: a second of large matmuls just before them was seen to inflate the next
+    # child's peak RSS (by up to 80 MB on this project's VM)
+    peak = gemm_peak_gflops()
+    results = []
+    for (mode, impl), runs in samples.items():
+        sec = statistics.median(s["seconds"] for s in runs)
+        mem = statistics.median(s["peak_mb"] for s in runs)
+        flops = gmacs * 2 * (3 if mode == "train" else 1) * batch / sec
+        results.append(
+            BenchResult(impl, spec.name, mode, batch, size, batch / sec, sec * 1e3, mem, gmacs, flops, flops / peak)
+        )
     return results
 
 

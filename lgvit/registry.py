@@ -82,6 +82,13 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def register_small(name: str, family: str, cfg: object) -> ModelSpec:
+    """Registers one of lgvit's own configs for 28-32 px images (the Fashion-MNIST comparisons):
+    `cfg` with 1 channel, 10 classes and no drop-path, native size 28; no official figures or weights."""
+    small = dataclasses.replace(cfg, in_chans=1, num_classes=10, drop_path_rate=0.0)
+    return register(ModelSpec(name, family, small, native_size=28))
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=5, cutoff=0.4)
     return f"; did you mean {', '.join(close)}?" if close else ""

@@ -1,5 +1,7 @@
 """Shared layers: partition round trips, SDPA == math path, bias index and resize, DropPath."""
 
+import contextlib
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -47,6 +49,25 @@ def test_smaller_window_uses_the_table_centre() -> None:
     small = rpb((3, 5))  # a 3x5 window is the top-left 3x5 block of the 7x7 one
     keep = [r * 7 + c for r in range(3) for c in range(5)]
     assert torch.equal(small, full[:, keep][:, :, keep])
+
+
+@pytest.mark.parametrize("window", [(7, 7), (3, 5)])
+def test_onehot_lookup_equals_gather(window: tuple[int, int]) -> None:
+    rpb = RelPosBias((7, 7), 3)
+    assert torch.allclose(rpb(window, onehot=True), rpb(window), atol=1e-7)
+
+
+def test_onehot_lookup_is_counted_only_when_asked() -> None:
+    def macs(onehot: bool, math: bool) -> int:
+        attn = WindowAttention(32, 2, (4, 4), onehot_lookup=onehot).eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter, math_attention() if math else contextlib.nullcontext():
+            attn(torch.randn(1, 16, 32))
+        return counter.get_total_flops() // 2
+
+    lookup = 2 * (7 * 4 * 4 * 7 + 4**4 * 7)  # heads * (rows einsum + cols einsum), offsets table 7x7
+    assert macs(True, True) - macs(False, True) == lookup
+    assert macs(True, False) == macs(False, False)  # the runtime path gathers
 
 
 def test_resize_table_identity_and_shape() -> None:

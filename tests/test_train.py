@@ -14,9 +14,10 @@ import torch.multiprocessing as mp
 from PIL import Image
 from test_data import SHAPES, make_idx_dir, make_image_folder, pattern_images
 
-from lgvit import CheckpointError
+from lgvit import CheckpointError, create_model
 from lgvit.cli import main
 from lgvit.data import build_data
+from lgvit.flops import count_macs
 from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
@@ -48,6 +49,10 @@ def test_training_learns_and_reports(trained) -> None:
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_top1"] for r in rows] == [r["val_top1"] for r in history]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.value for e in events.Scalars("val_top1")] == pytest.approx([r["val_top1"] for r in history])
     summary = (out / "summary.md").read_text()
     assert "lgvit train (test)" in summary and f"{trained.best['top1']:.2f}%" in summary and "vertical" in summary
 
@@ -125,6 +130,7 @@ def test_eval_command(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "eval.json").read_text())
     assert abs(report["top1"] - trained.best["top1"]) < 1e-9 and report["images"] == 128
+    assert report["loss"] == pytest.approx(trained.best["loss"], rel=1e-5)  # normalised by the train split's stats
     assert f"top-1 {report['top1']:.2f}%" in out and "| square |" in out
     assert (tmp_path / "eval_confusion.png").stat().st_size > 1000
 
@@ -175,6 +181,30 @@ def test_cli_errors(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.Ca
         ckpt["model"].pop("head.fc.weight")
         torch.save(ckpt, tmp_path / "cut.pt")
         from_checkpoint(str(tmp_path / "cut.pt"))
+
+
+@pytest.mark.parametrize("name", ["swin_fmnist", "maxvit_fmnist", "deit_fmnist", "localvit_fmnist"])
+def test_small_family_configs_learn_at_equal_compute(name: str, shapes_idx: Path, tmp_path: Path) -> None:
+    macs = count_macs(create_model(name), (1, 28, 28))
+    assert 0.8 < macs / count_macs(create_model("gcvit_fmnist"), (1, 28, 28)) < 1.2
+    result = train(TrainConfig(model=name, data=str(shapes_idx), output=str(tmp_path), epochs=4, **FAST))
+    first, last = result.history[0], result.history[-1]
+    # the loss, not val accuracy: 16 steps barely move MaxViT's TF-momentum (0.01) BatchNorm statistics,
+    # and a patch-4 DeiT needs more than 1000 images to beat chance
+    assert last["train_loss"] < 0.95 * first["train_loss"]
+
+
+def test_model_kwargs_reach_the_model_and_its_checkpoint(shapes_idx: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path), epochs=1, model_kwargs="embed_dim=16", **FAST)
+    result = train(cfg)
+    assert result.model.stem.conv1.out_channels == 16
+    from lgvit.training.inference import from_checkpoint
+
+    assert from_checkpoint(str(tmp_path / "best.pt")).model.stem.conv1.out_channels == 16
+    with pytest.raises(ValueError, match="resume with the same"):
+        train(replace(cfg, model_kwargs="embed_dim=24", resume="auto"))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        train(replace(cfg, model_kwargs="embed_dim"))
 
 
 def test_signal_requests_a_stop() -> None:

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.report import per_class_table, plot_confusion
 
     loaded = from_checkpoint(args.checkpoint, args.weights)
-    data = build_data(args.data, loaded.img_size, loaded.in_chans, train=False)
+    data = build_data(args.data, loaded.img_size, loaded.in_chans, train=False, norm=(loaded.mean, loaded.std))
     if data.classes != loaded.classes:
         raise ValueError(
             f"{data.root} has classes {data.classes[:5]}... but the checkpoint was trained on "

@@ -92,12 +92,18 @@ def _resize(images: torch.Tensor | None, size: int) -> torch.Tensor | None:
     return resized.round().clamp(0, 255).to(torch.uint8)  # (N, C, size, size)
 
 
-def _idx_bundle(root: Path, img_size: int, in_chans: int, augment: AugmentConfig | None, train: bool) -> DataBundle:
+def _idx_bundle(
+    root: Path, img_size: int, in_chans: int, augment: AugmentConfig | None, train: bool, norm: tuple | None
+) -> DataBundle:
     val_x, val_y = load_idx_split(root, "val")
-    train_x, train_y = load_idx_split(root, "train") if train else (None, None)
+    read_train = train or (norm is None and is_idx_dir(root))  # evaluation still normalises by the train split
+    train_x, train_y = load_idx_split(root, "train") if read_train else (None, None)
     val_x, train_x = _resize(val_x, img_size), _resize(train_x, img_size)
-    stats_src = (train_x if train_x is not None else val_x).float() / 255
-    mean, std = (stats_src.mean().item(),) * in_chans, (stats_src.std().item(),) * in_chans
+    if norm is None:
+        pixels = (train_x if train_x is not None else val_x).float() / 255
+        norm = (pixels.mean().item(),) * in_chans, (pixels.std().item(),) * in_chans
+    mean, std = norm
+    train_x = train_x if train else None
     num_classes = int(max(val_y.max(), train_y.max() if train_y is not None else 0)) + 1
     train_ds = None
     if train_x is not None:
@@ -113,11 +119,17 @@ def _idx_bundle(root: Path, img_size: int, in_chans: int, augment: AugmentConfig
 
 
 def _folder_bundle(
-    root: Path, img_size: int, in_chans: int, augment: AugmentConfig | None, train: bool, crop_pct: float
+    root: Path,
+    img_size: int,
+    in_chans: int,
+    augment: AugmentConfig | None,
+    train: bool,
+    crop_pct: float,
+    norm: tuple | None,
 ) -> DataBundle:
     from ..registry import IMAGENET_MEAN, IMAGENET_STD
 
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else IMAGENET_GRAY
+    mean, std = norm or ((IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else IMAGENET_GRAY)
     pil_mode(in_chans)
     bad: list[str] = []
     val_ds = image_folder(root / "val", in_chans, eval_transform(img_size, mean, std, crop_pct), bad)
@@ -140,6 +152,7 @@ def build_data(
     augment: AugmentConfig | None = None,
     train: bool = True,
     crop_pct: float = 0.875,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> DataBundle:
     """Train/val datasets from `data` (IDX folder or ImageFolder tree; default: Debian's Fashion-MNIST).
 
@@ -149,12 +162,14 @@ def build_data(
         augment: training augmentation, or None for evaluation transforms on both splits.
         train: False reads only the val split (evaluation).
         crop_pct: centre-crop fraction for image files at evaluation.
+        norm: (mean, std) to normalise with, e.g. a checkpoint's; default: the IDX train split's
+            statistics, ImageNet's for image files.
     """
     root = resolve_data_dir(data)
     if is_idx_dir(root) or (not train and any(root.glob("t10k-images-idx*-ubyte*"))):
-        return _idx_bundle(root, img_size, in_chans, augment, train)
+        return _idx_bundle(root, img_size, in_chans, augment, train, norm)
     if (root / "val").is_dir() or (root / "train").is_dir():
-        return _folder_bundle(root, img_size, in_chans, augment, train, crop_pct)
+        return _folder_bundle(root, img_size, in_chans, augment, train, crop_pct, norm)
     raise FileNotFoundError(
         f"{root} is neither a Fashion-MNIST IDX folder (train-images-idx3-ubyte[.gz], t10k-...) "
         "nor an ImageFolder tree (train/ and val/ of class folders)"

@@ -1,7 +1,8 @@
 """Layers shared by every family: written once here."""
 
-from .attention import WindowAttention, attend, math_attention
-from .conv import Conv2dSame, FusedMBConv, GELUTanh, SqueezeExcite, avg_pool_same, same_padding
+from .act import GELU, GELUTanh
+from .attention import WindowAttention, attend, math_attention, math_attention_enabled
+from .conv import Conv2dSame, FusedMBConv, SqueezeExcite, avg_pool_same, same_padding
 from .drop import DropPath, drop_path_rates
 from .head import ClassifierHead, feature_indices
 from .mlp import LayerScale, Mlp
@@ -21,6 +22,7 @@ __all__ = [
     "Conv2dSame",
     "DropPath",
     "FusedMBConv",
+    "GELU",
     "GELUTanh",
     "LayerNorm2d",
     "LayerScale",
@@ -35,6 +37,7 @@ __all__ = [
     "grid_partition",
     "grid_reverse",
     "math_attention",
+    "math_attention_enabled",
     "pad_to_multiple",
     "relative_position_index",
     "resize_rel_pos_table",

@@ -3,8 +3,9 @@
 Every family routes its windowed attention through `WindowAttention`: Swin (bias + shift
 mask), GC ViT (local windows, and windows whose query is the image's global query) and MaxViT
 (block and grid partitions). The additive relative-position bias and an optional per-window
-mask are passed to SDPA as `attn_mask`. `math_attention()` switches every module to the plain
-matmul path, which is what parity checks and FLOP counting use.
+mask are passed to SDPA as `attn_mask`. `math_attention()` switches every module to the reference
+graph: plain matmul attention, and one-hot einsum bias lookups where the reference did those
+(MaxViT). Parity checks and FLOP counting use it.
 """
 
 from collections.abc import Iterator
@@ -21,13 +22,19 @@ _MATH = False
 
 @contextmanager
 def math_attention() -> Iterator[None]:
-    """Runs attention as explicit matmul + softmax (counted by FLOP counters) inside the block."""
+    """Inside the block, attention is explicit matmul + softmax and MaxViT-style biases are one-hot
+    einsums: the reference graph, every matmul of it visible to FLOP counters."""
     global _MATH
     prev, _MATH = _MATH, True
     try:
         yield
     finally:
         _MATH = prev
+
+
+def math_attention_enabled() -> bool:
+    """Whether the reference graph is on (inside `math_attention()`): modules skip their shortcuts."""
+    return _MATH
 
 
 def attend(
@@ -66,6 +73,8 @@ class WindowAttention(nn.Module):
             query from outside: GC ViT's global query, one per image.
         attn_drop: dropout on the attention weights.
         proj_drop: dropout after the output projection.
+        onehot_lookup: the reference builds the bias with one-hot einsums (TensorFlow MaxViT); under
+            `math_attention()` this module does too, so counted MACs are the reference graph's.
     """
 
     def __init__(
@@ -77,6 +86,7 @@ class WindowAttention(nn.Module):
         global_query: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        onehot_lookup: bool = False,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -86,6 +96,7 @@ class WindowAttention(nn.Module):
         self.global_query = global_query
         self.qkv = nn.Linear(dim, dim * (2 if global_query else 3), bias=qkv_bias)
         self.rel_pos = RelPosBias(window_size, num_heads)
+        self.onehot_lookup = onehot_lookup
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -99,8 +110,8 @@ class WindowAttention(nn.Module):
         or in-place version), so repeated forwards gather nothing. The cache is not in the state dict.
         """
         table = self.rel_pos.relative_position_bias_table
-        if table.requires_grad and torch.is_grad_enabled():
-            return self._build_bias(window, mask, dtype)  # training: follow the table, keep the graph
+        if (table.requires_grad and torch.is_grad_enabled()) or (_MATH and self.onehot_lookup):
+            return self._build_bias(window, mask, dtype)  # training or the reference graph: rebuild every call
         key = (window, dtype, table.device, table.data_ptr(), table._version, torch.is_inference_mode_enabled())
         cached = self.__dict__.get("_bias_cache")
         if cached is not None and cached[0] == key and cached[1] is mask:
@@ -110,10 +121,10 @@ class WindowAttention(nn.Module):
         return bias
 
     def _build_bias(self, window: Size2 | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        bias = self.rel_pos(window)  # (heads, N, N)
+        bias = self.rel_pos(window, onehot=_MATH and self.onehot_lookup)  # (heads, N, N)
         n = bias.shape[-1]
         if mask is None:
-            return bias.unsqueeze(0).to(dtype)  # (1, heads, N, N)
+            return bias.unsqueeze(0).to(dtype).contiguous()  # (1, heads, N, N); SDPA would copy a strided one
         full = bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
         return full.reshape(1, -1, n, n).to(dtype)  # (1, nW*heads, N, N)
 

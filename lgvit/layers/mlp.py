@@ -1,14 +1,29 @@
 """Feed-forward and layer scale."""
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
+from .act import GELU
+
+INPLACE_GELU = partial(GELU, inplace=True)
+
 
 class Mlp(nn.Module):
-    """Linear -> activation -> dropout -> Linear -> dropout, on the last dimension."""
+    """Linear -> activation -> dropout -> Linear -> dropout, on the last dimension.
+
+    The activation acts on fc1's fresh output, so the default GELU runs in place in inference.
+    """
 
     def __init__(
-        self, dim: int, hidden: int, out_dim: int | None = None, act: type[nn.Module] = nn.GELU, drop: float = 0.0
+        self,
+        dim: int,
+        hidden: int,
+        out_dim: int | None = None,
+        act: Callable[[], nn.Module] = INPLACE_GELU,
+        drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)

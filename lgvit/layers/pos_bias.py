@@ -39,7 +39,10 @@ class RelPosBias(nn.Module):
         index = relative_position_index(self.window_size).to(self.relative_position_bias_table.device)
         self.register_buffer("relative_position_index", index, persistent=False)
 
-    def forward(self, window: Size2 | None = None) -> torch.Tensor:
+    def forward(self, window: Size2 | None = None, onehot: bool = False) -> torch.Tensor:
+        """(heads, N, N) bias for `window` (default: the table's); `onehot` computes it as `onehot_lookup`."""
+        if onehot:
+            return onehot_lookup(self.relative_position_bias_table, tuple(window or self.window_size), self.window_size)
         if window is None or tuple(window) == self.window_size:
             index = self.relative_position_index
         else:
@@ -47,6 +50,29 @@ class RelPosBias(nn.Module):
         n = index.shape[0]
         bias = self.relative_position_bias_table[index.view(-1)].view(n, n, -1)  # (N, N, heads)
         return bias.permute(2, 0, 1)  # (heads, N, N)
+
+
+def onehot_lookup(table: torch.Tensor, window: Size2, table_window: Size2) -> torch.Tensor:
+    """The bias gathered as TensorFlow MaxViT computes it: two einsums with one-hot offset matrices.
+
+    Equal to the gather, but made of matmuls that FLOP counters see, so counting under
+    `math_attention()` gives the reference graph's MACs. Returns (heads, N, N).
+    """
+    (h, w), (th, tw) = window, table_window
+    heads = table.shape[1]
+    grid = table.T.reshape(heads, 2 * th - 1, 2 * tw - 1)  # (heads, 2th-1, 2tw-1)
+    rows = _offsets_onehot(h, th, table.dtype, table.device)  # (h, h, 2th-1)
+    cols = _offsets_onehot(w, tw, table.dtype, table.device)  # (w, w, 2tw-1)
+    bias = torch.einsum("nrc,ixr->nixc", grid, rows)  # (heads, h, h, 2tw-1)
+    bias = torch.einsum("nixc,jyc->nijxy", bias, cols)  # (heads, h, w, h, w)
+    return bias.reshape(heads, h * w, h * w)  # (heads, N, N)
+
+
+def _offsets_onehot(n: int, table_n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, n, 2*table_n-1): entry [i, x, r] is 1 where r is the table row of offset i - x."""
+    pos = torch.arange(n, device=device)
+    offset = pos[:, None] - pos[None, :] + table_n - 1  # (n, n)
+    return F.one_hot(offset, 2 * table_n - 1).to(dtype)
 
 
 def resize_rel_pos_table(table: torch.Tensor, src_window: Size2, dst_window: Size2) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone
 
 Size2 = tuple[int, int]
@@ -83,7 +83,8 @@ class Stem(nn.Module):
         self.down = Downsample(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.conv1(x))
+        # a channels-last conv output is already the (B, H, W, C) layout LayerNorm2d normalises: no copy
+        return self.down(self.conv1(x.contiguous(memory_format=torch.channels_last)))
 
 
 def _pool_depth(size: Size2, window: Size2) -> int:
@@ -335,22 +336,11 @@ for _size, _win in ((384, (12, 12, 24, 12)), (512, (16, 16, 32, 16))):
 # Not an official variant and has no pretrained weights. Three stages on a 7x7 -> 4x4 -> 2x2 map
 # (stride 4, 8, 16 at 28 px), window = the whole stage-0 map, so local and global attention
 # alternate as in the paper. Trained on Fashion-MNIST in a few CPU minutes (docs/training.md).
-_spec(
+register_small(
     "gcvit_fmnist",
+    "gcvit",
     GCViTConfig(
-        embed_dim=32,
-        depths=(2, 2, 2),
-        num_heads=(2, 4, 8),
-        window_sizes=(7, 4, 2),
-        mlp_ratio=2.0,
-        img_size=28,
-        in_chans=1,
-        num_classes=10,
-        drop_path_rate=0.0,  # for the few-epoch demo; longer runs: --drop-path 0.1
+        embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_sizes=(7, 4, 2), mlp_ratio=2.0, img_size=28
     ),
-    None,
-    None,
-    {},
-    size=28,
 )
 # --- end gcvit_fmnist ---

@@ -7,15 +7,15 @@ official `.pth` releases (ofsoundof/LocalViT v1.0.0, key `model`) load through e
 converter (lgvit/convert/localvit.py). Params and GMACs below were computed from the official code.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..convert.localvit import SwinLocality
 from ..layers.locality import Locality, LocalityFeedForwardNHWC
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .pvt import PVTConfig
 from .swin import Swin, SwinConfig
 from .tnt import TNTConfig
-from .vit import ViTConfig
+from .vit import FMNIST_VIT, ViTConfig
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,7 @@ _spec(
     "localvit_swin.pth",
     "localvit_swin_tiny_patch4_window7_224",
 )
+
+# lgvit's own small LocalViT for 28-32 px images: `deit_fmnist` with the locality feed-forward (SE r=4),
+# so the pair isolates what the depth-wise conv adds. Not an official variant, no pretrained weights.
+register_small("localvit_fmnist", "vit", replace(FMNIST_VIT, locality=Locality("hs+se", 4)))

@@ -16,7 +16,7 @@ At the native resolution none of these steps changes anything: the model equals 
 
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +34,11 @@ from ..layers import (
     avg_pool_same,
     grid_partition,
     grid_reverse,
+    math_attention_enabled,
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone
 
 Size2 = tuple[int, int]
@@ -135,7 +136,7 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
-        if self.training:
+        if self.training or math_attention_enabled():  # folding is an eval shortcut, not the reference graph
             x = self.norm2(self.conv2_kxk(self.act1(self.norm1(self.conv1_1x1(self.pre_norm(x))))))
         else:
             x = self._folded_convs(x)
@@ -194,11 +195,12 @@ class PartitionAttention(nn.Module):
         self.window = cfg.window_size
         window = (cfg.window_size, cfg.window_size)
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn = WindowAttention(dim, dim // cfg.head_dim, window, True, False, cfg.attn_drop_rate, cfg.drop_rate)
+        self.attn = WindowAttention(
+            dim, dim // cfg.head_dim, window, True, False, cfg.attn_drop_rate, cfg.drop_rate, onehot_lookup=True
+        )
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=GELUTanh, drop=cfg.drop_rate)
-        self.mlp.act.inplace = True  # it acts on fc1's fresh output
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=partial(GELUTanh, inplace=True), drop=cfg.drop_rate)
         self.drop_path2 = DropPath(drop_path)
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,7 +289,7 @@ class MaxViT(HierarchicalBackbone):
             raise ValueError(f"window_size must be >= 1 (the native input size / 32), got {cfg.window_size}")
         self.cfg = cfg
         self.in_chans = cfg.in_chans
-        self.min_size = 32
+        self.min_size = 2 ** (len(cfg.depths) + 1)  # the stem's stride 2, then one stride 2 per stage
         dpr = _drop_paths(cfg.drop_path_rate, cfg.depths)
         self.stem = Stem(cfg.in_chans, cfg.stem_width)
         stages, self.feature_info = [], []
@@ -351,27 +353,28 @@ _B = replace(_S, depths=(2, 6, 14, 2), drop_path_rate=0.4)
 _L = replace(_B, embed_dims=(128, 256, 512, 1024), stem_width=128, drop_path_rate=0.6)
 _XL = replace(_L, embed_dims=(192, 384, 768, 1536), stem_width=192)
 
-# name: (config, {size: (params M, GMACs)}, tags at 224, tags at 384/512). Params equal timm's.
-# GMACs are this model's; timm's figures add the MACs of its one-hot einsum bias lookup
-# (0.007 GMACs for tiny-224 up to 0.38 for tiny-512), which lgvit does as a gather.
+# name: (config, {size: (params M, GMACs)}, tags at 224, tags at 384/512). Params and GMACs equal timm's
+# figures. GMACs count the reference graph (`math_attention()`), whose bias lookup is the TensorFlow
+# one-hot einsum; lgvit's runtime path gathers instead and spends less (0.007 G at tiny-224, 0.38 G at
+# tiny-512, 2.35 G at xlarge-512).
 _VARIANTS = {
-    "tiny": (_T, {224: (30.917, 5.545), 384: (30.977, 17.300), 512: (31.050, 32.867)}, ("in1k",), ("in1k",)),
-    "small": (_S, {224: (68.928, 11.579), 384: (69.019, 35.531), 512: (69.128, 66.333)}, ("in1k",), ("in1k",)),
+    "tiny": (_T, {224: (30.917, 5.552), 384: (30.977, 17.393), 512: (31.050, 33.250)}, ("in1k",), ("in1k",)),
+    "small": (_S, {224: (68.928, 11.589), 384: (69.019, 35.67), 512: (69.128, 66.907)}, ("in1k",), ("in1k",)),
     "base": (
         _B,
-        {224: (119.468, 23.902), 384: (119.653, 73.168), 512: (119.876, 136.236)},
+        {224: (119.468, 23.922), 384: (119.653, 73.453), 512: (119.876, 137.411)},
         ("in1k", "in21k"),
         ("in1k", "in21k_ft_in1k"),
     ),
     "large": (
         _L,
-        {224: (211.786, 43.493), 384: (212.033, 131.709), 512: (212.330, 242.359)},
+        {224: (211.786, 43.52), 384: (212.033, 132.09), 512: (212.330, 243.926)},
         ("in1k", "in21k"),
         ("in1k", "in21k_ft_in1k"),
     ),
     "xlarge": (
         _XL,
-        {224: (506.988, 97.246), 384: (475.323, 291.512), 512: (475.769, 530.549)},
+        {224: (506.988, 97.287), 384: (475.323, 292.082), 512: (475.769, 532.900)},
         ("in21k",),
         ("in21k_ft_in1k",),
     ),
@@ -395,3 +398,12 @@ for _name, (_cfg, _figures, _tags224, _tags_ft) in _VARIANTS.items():
                 timm_name=_timm,
             )
         )
+
+# lgvit's own small MaxViT for 28-32 px images, at the compute of `gcvit_fmnist` (4.7 vs 4.8 MMACs at 28 px),
+# so the families can be compared on Fashion-MNIST (`lgvit train --model maxvit_fmnist`). Not an official
+# variant, no pretrained weights: a stride-2 stem and three one-block stages on 7x7 -> 4x4 -> 2x2 maps.
+register_small(
+    "maxvit_fmnist",
+    "maxvit",
+    MaxViTConfig(embed_dims=(24, 48, 96), depths=(1, 1, 1), stem_width=24, window_size=7, head_dim=12, mlp_ratio=2.0),
+)

@@ -34,7 +34,7 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone
 
 Size2 = tuple[int, int]
@@ -274,3 +274,8 @@ _spec("swin_base", _B, 87.768, 15.431, _22K)
 _spec("swin_base_384", replace(_B, window_size=12), 87.904, 47.083, _22K, size=384)
 _spec("swin_large", _L, 196.532, 34.476, ("ms_in22k_ft_in1k", "ms_in22k"))
 _spec("swin_large_384", replace(_L, window_size=12), 196.736, 103.919, ("ms_in22k_ft_in1k", "ms_in22k"), size=384)
+
+# lgvit's own small Swin for 28-32 px images, at the compute of `gcvit_fmnist` (4.3 vs 4.8 MMACs at 28 px),
+# so the families can be compared on Fashion-MNIST (`lgvit train --model swin_fmnist`). Not an official
+# variant, no pretrained weights: patch 4 gives a 7x7 -> 4x4 -> 2x2 map, the first stage one whole window.
+register_small("swin_fmnist", "swin", SwinConfig(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), mlp_ratio=3.0))

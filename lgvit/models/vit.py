@@ -19,7 +19,7 @@ from ..convert import localvit as localvit_convert
 from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, feature_indices
 from ..layers.locality import FeedForwardMixin, Locality
 from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family
+from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import ClassifierModel
 
 EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
@@ -239,3 +239,9 @@ register(
         timm_name="deit_small_patch16_224",
     )
 )
+
+# lgvit's own small DeiT for 28-32 px images, at the compute of `gcvit_fmnist` (about 5 MMACs at 28 px):
+# 4x4 patches give 49 tokens + the class token. Not an official variant, no pretrained weights; the
+# LocalViT form of it is `localvit_fmnist`.
+FMNIST_VIT = ViTConfig(embed_dim=48, depth=4, num_heads=3, mlp_ratio=2.0, patch_size=4, img_size=28)
+register_small("deit_fmnist", "vit", FMNIST_VIT)

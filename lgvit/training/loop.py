@@ -20,7 +20,7 @@ from ..data import AugmentConfig, DataBundle, build_data, mix_transform
 from ..engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from ..registry import create_model, get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
 from .ema import ModelEma
 from .optim import build_optimizer, warmup_cosine
@@ -118,7 +118,7 @@ def val_loader(ds: Dataset, batch_size: int, workers: int, d: Dist) -> DataLoade
 
 
 def _model_overrides(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
-    overrides = {"num_classes": num_classes, "in_chans": in_chans}
+    overrides = {**parse_model_kwargs(cfg.model_kwargs), "num_classes": num_classes, "in_chans": in_chans}
     if cfg.drop_path is not None:
         overrides["drop_path_rate"] = cfg.drop_path
     return overrides
@@ -132,6 +132,10 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, overrides: dict, d: Dist) -> Non
             f"{old['in_chans']} channels, not {cfg.model} with {overrides['num_classes']} and "
             f"{overrides['in_chans']}: resume with the same --model and data, or pick a new --output"
         )
+    arch = {k: v for k, v in overrides.items() if k not in ("num_classes", "in_chans", "drop_path_rate")}
+    old_arch = {k: v for k, v in old.items() if k not in ("num_classes", "in_chans", "drop_path_rate")}
+    if arch != old_arch:
+        raise ValueError(f"the checkpoint was trained with --model-kwargs {old_arch}, not {arch}: resume with the same")
     if len(ckpt["rng"]) != d.world and d.main:
         print(f"note: resuming {len(ckpt['rng'])}-process training with {d.world}; the data order will differ")
 
