@@ -123,10 +123,6 @@ def run_bench(
     """Benchmarks `name` (and timm's same model if `compare`); returns one result per (impl, mode)."""
     spec = get_spec(name)
     size = size or spec.native_size
-    with torch.device("meta"):
-        import lgvit
-
-        gmacs = count_macs(lgvit.create_model(name), (3, size, size)) / 1e9
     impls = ["lgvit", "timm"] if compare else ["lgvit"]
     ctx = mp.get_context("spawn")
     samples: dict[tuple[str, str], list[dict]] = {(m, i): [] for m in modes for i in impls}
@@ -136,8 +132,13 @@ def run_bench(
                 with ctx.Pool(1) as pool:
                     job = (impl, spec.name, mode, batch, size, iters, torch.get_num_threads())
                     samples[mode, impl].append(pool.apply(_child, (job,)))
-    # after the measurements: a second of large matmuls just before them was seen to inflate the next
-    # child's peak RSS (by up to 80 MB on this project's VM)
+    # only after the measurements: counting (FlopCounterMode imports inductor, which sets
+    # TORCHINDUCTOR_CACHE_DIR for the children) and a second of large matmuls were both seen to
+    # raise the children's peak RSS (by 20-80 MB on this project's VM)
+    with torch.device("meta"):
+        import lgvit
+
+        gmacs = count_macs(lgvit.create_model(name), (3, size, size)) / 1e9
     peak = gemm_peak_gflops()
     results = []
     for (mode, impl), runs in samples.items():
