@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..convert import localvit as localvit_convert
-from ..layers import ClassifierHead, DropPath, Mlp, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, Mlp, attend, drop_path_rates
 from ..layers.locality import FeedForwardMixin, Locality
 from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, register, register_family
-from .vit import TokenModel, init_weights, tokens_to_map
+from .vit import BlockStack, init_weights
 
 EPS = 1e-5  # TNT's LayerNorm eps (torch's default)
 
@@ -117,7 +117,7 @@ class PixelEmbed(nn.Module):
         return x.reshape(B * hw[0] * hw[1], c, -1).transpose(1, 2), hw  # (B*N, s*s, c)
 
 
-class TNT(TokenModel):
+class TNT(BlockStack):
     """TNT / LocalViT-TNT classifier; `forward_intermediates` gives per-block (B, C, H/16, W/16) patch maps."""
 
     def __init__(self, cfg: TNTConfig) -> None:
@@ -145,43 +145,14 @@ class TNT(TokenModel):
         ]
         init_weights(self)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """Image -> pixel tokens (B*N, P, c), patch tokens (B, 1 + N, C) and the patch grid."""
+    def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]:
+        """Image -> (pixel tokens (B*N, P, c), patch tokens (B, 1 + N, C)) and the patch grid."""
         self.check_input(x)
         B = x.shape[0]
         pixels, hw = self.pixel_embed(x, self.pixel_pos)
         patches = self.norm2_proj(self.proj(self.norm1_proj(pixels.reshape(B, hw[0] * hw[1], -1))))  # (B, N, C)
         patches = torch.cat([self.cls_token.expand(B, -1, -1), patches], dim=1)  # (B, 1 + N, C)
-        return pixels, self.pos_drop(patches + resize_pos_embed(self.patch_pos, self.grid, hw, 1)), hw
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image -> (B, 1 + H/16 * W/16, C) normalised patch tokens, the class token first."""
-        pixels, patches, hw = self.embed(x)
-        for blk in self.blocks:
-            pixels, patches = self.run_block(blk, pixels, patches, hw)
-        return self.norm(patches)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
-        take = feature_indices(indices, len(self.blocks))
-        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
-        pixels, x, hw = self.embed(x)
-        feats = []
-        for i, blk in enumerate(self.blocks[: last + 1]):
-            pixels, x = self.run_block(blk, pixels, x, hw)
-            if i in take:
-                feats.append(tokens_to_map(self.norm(x) if norm else x, hw, 1, output_fmt))
-        if intermediates_only:
-            return feats
-        return self.norm(x), feats
+        return (pixels, self.pos_drop(patches + resize_pos_embed(self.patch_pos, self.grid, hw, 1))), hw
 
 
 register_family(Family("tnt", TNT, localvit_convert.tnt))

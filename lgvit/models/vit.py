@@ -81,6 +81,54 @@ class TokenModel(ClassifierModel):
         return block(*args)
 
 
+class BlockStack(TokenModel):
+    """A token model that is one stack of blocks (DeiT, TNT): the feature and intermediate passes.
+
+    Subclasses implement `embed(x) -> (state, (H, W))`, where `state` is the tuple of token tensors a
+    block takes before the grid and returns (the patch tokens, class token first, last), and set
+    `blocks` and `norm`.
+    """
+
+    blocks: nn.ModuleList
+    norm: nn.Module
+
+    def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, int]]:
+        raise NotImplementedError
+
+    def _step(self, block: nn.Module, state: tuple[torch.Tensor, ...], hw: tuple[int, int]) -> tuple:
+        out = self.run_block(block, *state, hw)
+        return out if isinstance(out, tuple) else (out,)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, 1 + N, D) normalised patch tokens, the class token first."""
+        state, hw = self.embed(x)
+        for blk in self.blocks:
+            state = self._step(blk, state, hw)
+        return self.norm(state[-1])
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
+        take = feature_indices(indices, len(self.blocks))
+        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
+        state, hw = self.embed(x)
+        feats = []
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            state = self._step(blk, state, hw)
+            if i in take:
+                feats.append(tokens_to_map(self.norm(state[-1]) if norm else state[-1], hw, 1, output_fmt))
+        if intermediates_only:
+            return feats
+        return self.norm(state[-1]), feats
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over all tokens (`qkv`, `proj`: timm's keys)."""
 
@@ -127,7 +175,7 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # (B, N, D)
 
 
-class VisionTransformer(TokenModel):
+class VisionTransformer(BlockStack):
     """DeiT / LocalViT classifier; `forward_intermediates` gives per-block (B, C, H/16, W/16) maps."""
 
     def __init__(self, cfg: ViTConfig) -> None:
@@ -149,41 +197,12 @@ class VisionTransformer(TokenModel):
         ]
         init_weights(self)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor], tuple[int, int]]:
         """Image -> (B, 1 + N, D) tokens with the class token and position embedding, and the patch grid."""
         self.check_input(x)
         x, hw = self.patch_embed(x)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
-        return self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, 1)), hw
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image -> (B, 1 + H/16 * W/16, D) normalised tokens, the class token first."""
-        x, hw = self.embed(x)
-        for blk in self.blocks:
-            x = self.run_block(blk, x, hw)
-        return self.norm(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
-        take = feature_indices(indices, len(self.blocks))
-        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
-        x, hw = self.embed(x)
-        feats = []
-        for i, blk in enumerate(self.blocks[: last + 1]):
-            x = self.run_block(blk, x, hw)
-            if i in take:
-                feats.append(tokens_to_map(self.norm(x) if norm else x, hw, 1, output_fmt))
-        if intermediates_only:
-            return feats
-        return self.norm(x), feats
+        return (self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, 1)),), hw
 
 
 def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int, output_fmt: str) -> torch.Tensor:
