@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from conftest import check_intermediates, randomize_
 from safetensors.torch import save_file
 
 import lgvit
@@ -138,14 +138,9 @@ def test_bias_tables_resized_for_another_window(tmp_path: Path) -> None:
 def test_interface_and_features() -> None:
     model = lgvit.create_model("gcvit_xxtiny").eval()
     x = torch.randn(2, 3, 160, 96)
+    check_intermediates(model, x)
     with torch.no_grad():
-        final, feats = model.forward_intermediates(x)
-        assert torch.equal(model.forward_head(final), model(x))
-        assert model.forward_head(final, pre_logits=True).shape == (2, 512)
-        only = model.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
-    for f, info in zip(feats, model.feature_info, strict=True):
-        assert f.shape == (2, info["num_chs"], -(-160 // info["reduction"]), -(-96 // info["reduction"]))
-    assert [o.shape for o in only] == [feats[1].shape, feats[3].shape]
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 512)
     model.reset_classifier(7)
     assert model(x).shape == (2, 7) and model.num_classes == 7
     nwd = model.no_weight_decay()

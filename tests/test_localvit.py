@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from conftest import check_intermediates, randomize_
 
 import lgvit
 from lgvit import CheckpointError
@@ -161,17 +161,13 @@ def test_class_token_bypasses_the_locality_module(name: str) -> None:
 def test_forward_intermediates_match_feature_info(name: str, indices: object, size: tuple[int, int]) -> None:
     model = _small(name)
     x = torch.randn(1, 3, *size)
+    feats = check_intermediates(model, x, exact_size=True)
     with torch.no_grad():
-        final, feats = model.forward_intermediates(x, indices=indices)
+        _, some = model.forward_intermediates(x, indices=indices)
         only = model.forward_intermediates(x, indices=indices, intermediates_only=True)
-        assert torch.equal(final, model.forward_features(x))
-    info = model.feature_info
-    take = range(len(info)) if indices is None else (indices if isinstance(indices, list) else [len(info) - 1])
-    assert len(feats) == len(only) == len(take)
-    for f, o, i in zip(feats, only, take, strict=True):
-        r = info[i]["reduction"]
-        assert f.shape == (1, info[i]["num_chs"], size[0] // r, size[1] // r)
-        assert torch.equal(f, o)
+    take = range(len(feats)) if indices is None else (indices if isinstance(indices, list) else [len(feats) - 1])
+    for i, f, o in zip(take, some, only, strict=True):
+        assert torch.equal(f, feats[i]) and torch.equal(o, feats[i])
 
 
 @pytest.mark.parametrize("name", ["localvit_tiny", "localvit_pvt_tiny", "localvit_tnt_tiny"])

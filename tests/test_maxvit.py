@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from conftest import check_intermediates, randomize_
 
 import lgvit
 from lgvit.convert import maxvit as convert
@@ -172,17 +172,7 @@ def test_names_aliases_and_tags() -> None:
 
 def test_forward_intermediates_match_feature_info() -> None:
     model = _small().eval()
-    x = torch.randn(2, 3, 96, 80)
-    with torch.no_grad():
-        final, feats = model.forward_intermediates(x)
-        only = model.forward_intermediates(x, indices=[1], intermediates_only=True)
-        nhwc = model.forward_intermediates(x, indices=1, output_fmt="NHWC", intermediates_only=True)
-        assert torch.equal(final, model.forward_features(x))
-    assert len(feats) == len(model.feature_info) == 4
-    for f, info in zip(feats, model.feature_info, strict=True):
-        assert f.shape == (2, info["num_chs"], -(-96 // info["reduction"]), -(-80 // info["reduction"]))
-    assert torch.equal(only[0], feats[1])
-    assert torch.equal(nhwc[0], feats[3].permute(0, 2, 3, 1))
+    assert len(check_intermediates(model, torch.randn(2, 3, 96, 80))) == 4
 
 
 def test_head_reset_and_pre_logits() -> None:

@@ -195,12 +195,14 @@ def test_small_family_configs_learn_at_equal_compute(name: str, shapes_idx: Path
 
 
 def test_model_kwargs_reach_the_model_and_its_checkpoint(shapes_idx: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path), epochs=1, model_kwargs="embed_dim=16", **FAST)
+    kwargs = "embed_dim=16 img_size=32"  # a native size override also sets the data's size
+    cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path), epochs=1, model_kwargs=kwargs, **FAST)
     result = train(cfg)
     assert result.model.stem.conv1.out_channels == 16
     from lgvit.training.inference import from_checkpoint
 
-    assert from_checkpoint(str(tmp_path / "best.pt")).model.stem.conv1.out_channels == 16
+    loaded = from_checkpoint(str(tmp_path / "best.pt"))
+    assert (loaded.model.stem.conv1.out_channels, loaded.img_size) == (16, 32)
     with pytest.raises(ValueError, match="resume with the same"):
         train(replace(cfg, model_kwargs="embed_dim=24", resume="auto"))
     with pytest.raises(ValueError, match="KEY=VALUE"):

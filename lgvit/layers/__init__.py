@@ -3,7 +3,7 @@
 from .act import GELU, GELUTanh
 from .attention import WindowAttention, attend, math_attention, math_attention_enabled
 from .conv import Conv2dSame, FusedMBConv, SqueezeExcite, avg_pool_same, same_padding
-from .drop import DropPath, drop_path_rates
+from .drop import DropPath, drop_path_rates, per_stage
 from .head import ClassifierHead, feature_indices
 from .mlp import LayerScale, Mlp
 from .norm import LayerNorm2d
@@ -33,6 +33,7 @@ __all__ = [
     "attend",
     "avg_pool_same",
     "drop_path_rates",
+    "per_stage",
     "feature_indices",
     "grid_partition",
     "grid_reverse",

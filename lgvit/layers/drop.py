@@ -1,5 +1,7 @@
 """Stochastic depth."""
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -26,3 +28,9 @@ def drop_path_rates(rate: float, depths: tuple[int, ...]) -> list[float]:
     """Linearly increasing drop-path rates over all blocks, 0 -> `rate` (as torch.linspace; meta-device safe)."""
     n = sum(depths)
     return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
+def per_stage(rates: list[float], depths: tuple[int, ...]) -> list[list[float]]:
+    """Per-block values split into one list per stage: [r0, r1, r2], (1, 2) -> [[r0], [r1, r2]]."""
+    ends = list(itertools.accumulate(depths, initial=0))
+    return [rates[a:b] for a, b in itertools.pairwise(ends)]

@@ -1,4 +1,4 @@
-"""The model protocol shared by the hierarchical families (timm's interface)."""
+"""The model protocol every family shares (timm's interface), and small helpers for building models."""
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ class ClassifierModel(nn.Module):
 
     in_chans: int
     head: nn.Module
+    feature_info: list[dict]  # one entry per level `forward_intermediates` can return
 
     @property
     def num_classes(self) -> int:
@@ -45,6 +46,44 @@ class ClassifierModel(nn.Module):
         """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
         self.head.reset(num_classes)
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Feature maps of the levels in `feature_info` (stages or blocks), for dense prediction.
+
+        Args:
+            indices: levels to return (None: all; int n: the last n; list: those).
+            norm: token models apply their final norm to the returned maps; hierarchical models
+                always normalise their last stage, as `forward_features` does, and ignore it.
+            stop_early: stop after the last requested level.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return only the list of feature maps.
+
+        Returns:
+            The maps, or (what `forward_features` returns when all levels ran, the maps).
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        levels = len(self.feature_info)
+        take = feature_indices(indices, levels)
+        last = take[-1] if stop_early or intermediates_only else levels - 1
+        final, feats = self._intermediates(x, take, last, norm)
+        if output_fmt == "NHWC":
+            feats = [f.permute(0, 2, 3, 1) for f in feats]  # (B, H, W, C)
+        return feats if intermediates_only else (final, feats)
+
+    def _intermediates(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Runs levels 0..`last`: the output after them and the NCHW maps of the levels in `take`."""
+        raise NotImplementedError
+
 
 class HierarchicalBackbone(ClassifierModel):
     """stem -> stages (each NCHW -> NCHW) -> head, with timm's model interface.
@@ -58,7 +97,6 @@ class HierarchicalBackbone(ClassifierModel):
     stem: nn.Module
     stages: nn.Sequential
     head: ClassifierHead
-    feature_info: list[dict]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raises a ValueError naming the problem and the fix for a malformed image batch."""
@@ -82,37 +120,32 @@ class HierarchicalBackbone(ClassifierModel):
         """Parameter names that should not be weight-decayed: norms, biases, bias tables, layer scales."""
         return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith("relative_position_bias_table")}
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-stage feature maps for dense prediction.
-
-        Args:
-            indices: stages to return (None: all; int n: the last n; list: those).
-            norm: kept for timm compatibility; the last stage is always normalised, as in
-                `forward_features`, and the others have no norm of their own.
-            stop_early: stop after the last requested stage.
-            output_fmt: 'NCHW' or 'NHWC'.
-            intermediates_only: return only the list of feature maps.
-        """
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+    def _intermediates(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Runs levels 0..`last`: the last stage's output (normalised) and the NCHW maps of the stages in `take`."""
         del norm  # the final stage's norm is part of the stage
         self.check_input(x)
-        take = feature_indices(indices, len(self.stages))
-        last = take[-1] if stop_early or intermediates_only else len(self.stages) - 1
         feats = []
         x = self.stem(x)
         for i, stage in enumerate(self.stages[: last + 1]):
             x = stage(x)
             if i in take:
-                feats.append(x if output_fmt == "NCHW" else x.permute(0, 2, 3, 1))
-        if intermediates_only:
-            return feats
+                feats.append(x)
         return x, feats
+
+
+def stage_feature_info(dims: list[int], reductions: list[int]) -> list[dict]:
+    """timm's `feature_info` for `stages.{i}` of `dims[i]` channels at stride `reductions[i]`."""
+    return [
+        dict(num_chs=c, reduction=r, module=f"stages.{i}")
+        for i, (c, r) in enumerate(zip(dims, reductions, strict=True))
+    ]
+
+
+def trunc_normal_init(m: nn.Module) -> None:
+    """The ViT/Swin/GC ViT initialisation for `model.apply`: trunc-normal(0.02) Linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

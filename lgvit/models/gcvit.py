@@ -32,11 +32,12 @@ from ..layers import (
     Mlp,
     WindowAttention,
     drop_path_rates,
+    per_stage,
     window_partition,
     window_reverse,
 )
 from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
 
 Size2 = tuple[int, int]
 
@@ -213,25 +214,14 @@ class GCViT(HierarchicalBackbone):
         self.in_chans = cfg.in_chans
         self.min_size = 2 ** (n + 1)
         dims = [cfg.embed_dim * 2**i for i in range(n)]
-        dpr = drop_path_rates(cfg.drop_path_rate, cfg.depths)
+        drops = per_stage(drop_path_rates(cfg.drop_path_rate, cfg.depths), cfg.depths)
         self.stem = Stem(cfg.in_chans, dims[0])
-        stages, self.feature_info = [], []
-        for i in range(n):
-            start = sum(cfg.depths[:i])
-            drops = dpr[start : start + cfg.depths[i]]
-            stages.append(GCViTStage(dims[max(i - 1, 0)], dims[i], i, drops, cfg, last=i == n - 1))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(
+            *(GCViTStage(dims[max(i - 1, 0)], dims[i], i, drops[i], cfg, last=i == n - 1) for i in range(n))
+        )
+        self.feature_info = stage_feature_info(dims, [2 ** (i + 2) for i in range(n)])
         self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
-        self.apply(_init_weights)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """The official initialisation: trunc-normal(0.02) Linear weights, zero biases."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,11 +35,12 @@ from ..layers import (
     grid_partition,
     grid_reverse,
     math_attention_enabled,
+    per_stage,
     window_partition,
     window_reverse,
 )
 from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, stage_feature_info
 
 Size2 = tuple[int, int]
 
@@ -290,15 +291,11 @@ class MaxViT(HierarchicalBackbone):
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.min_size = 2 ** (len(cfg.depths) + 1)  # the stem's stride 2, then one stride 2 per stage
-        dpr = _drop_paths(cfg.drop_path_rate, cfg.depths)
+        drops = per_stage(_drop_paths(cfg.drop_path_rate, cfg.depths), cfg.depths)
         self.stem = Stem(cfg.in_chans, cfg.stem_width)
-        stages, self.feature_info = [], []
         dims = (cfg.stem_width, *cfg.embed_dims)
-        for i, depth in enumerate(cfg.depths):
-            start = sum(cfg.depths[:i])
-            stages.append(MaxViTStage(dims[i], dims[i + 1], dpr[start : start + depth], cfg))
-            self.feature_info.append(dict(num_chs=dims[i + 1], reduction=2 ** (i + 2), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(*(MaxViTStage(dims[i], dims[i + 1], drops[i], cfg) for i in range(len(cfg.depths))))
+        self.feature_info = stage_feature_info(list(cfg.embed_dims), [2 ** (i + 2) for i in range(len(cfg.depths))])
         self.head = NormMlpHead(dims[-1], dims[-1], cfg.num_classes, cfg.drop_rate)
         self.apply(_init_weights)
 

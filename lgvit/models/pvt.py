@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..convert import localvit as localvit_convert
-from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, per_stage
 from ..layers.locality import FeedForwardMixin, Locality
 from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, register, register_family
+from .base import stage_feature_info
 from .vit import EPS, TokenModel, init_weights, tokens_to_map
 
 
@@ -141,15 +142,12 @@ class PVT(TokenModel):
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.patch_size = cfg.patch_size * 2 ** (n - 1)
-        dpr = drop_path_rates(cfg.drop_path_rate, cfg.depths)
-        starts = [sum(cfg.depths[:i]) for i in range(n + 1)]
-        self.stages = nn.ModuleList(PVTStage(cfg, i, dpr[starts[i] : starts[i + 1]], i == n - 1) for i in range(n))
+        drops = per_stage(drop_path_rates(cfg.drop_path_rate, cfg.depths), cfg.depths)
+        self.stages = nn.ModuleList(PVTStage(cfg, i, drops[i], i == n - 1) for i in range(n))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dims[-1]))
         self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=EPS)
         self.head = ClassifierHead(cfg.embed_dims[-1], cfg.num_classes, cfg.drop_rate, pool="token")
-        self.feature_info = [
-            dict(num_chs=cfg.embed_dims[i], reduction=cfg.patch_size * 2**i, module=f"stages.{i}") for i in range(n)
-        ]
+        self.feature_info = stage_feature_info(list(cfg.embed_dims), [cfg.patch_size * 2**i for i in range(n)])
         init_weights(self)
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -161,33 +159,23 @@ class PVT(TokenModel):
         self.check_input(x)
         for i in range(len(self.stages) - 1):
             x, hw = self._stage(i, x)
-            x = tokens_to_map(x, hw, 0, "NCHW")  # (B, C, H, W)
+            x = tokens_to_map(x, hw, 0)  # (B, C, H, W)
         return self.norm(self._stage(len(self.stages) - 1, x)[0])
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    def _intermediates(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Per-stage patch-token maps; `norm` applies the final norm to the last stage's."""
         self.check_input(x)
         n = len(self.stages)
-        take = feature_indices(indices, n)
-        last = take[-1] if stop_early or intermediates_only else n - 1
         feats = []
         for i in range(last + 1):
             x, hw = self._stage(i, x)
             if i in take:
                 y = self.norm(x) if norm and i == n - 1 else x
-                feats.append(tokens_to_map(y, hw, int(i == n - 1), output_fmt))
+                feats.append(tokens_to_map(y, hw, int(i == n - 1)))
             if i < n - 1:
-                x = tokens_to_map(x, hw, 0, "NCHW")  # (B, C, H, W)
-        if intermediates_only:
-            return feats
+                x = tokens_to_map(x, hw, 0)  # (B, C, H, W)
         return (self.norm(x) if last == n - 1 else x), feats
 
 

@@ -30,12 +30,13 @@ from ..layers import (
     Mlp,
     WindowAttention,
     drop_path_rates,
+    per_stage,
     shifted_window_mask,
     window_partition,
     window_reverse,
 )
 from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
 
 Size2 = tuple[int, int]
 FfnFactory = Callable[[int, float], nn.Module]
@@ -200,26 +201,14 @@ class Swin(HierarchicalBackbone):
         self.in_chans = cfg.in_chans
         self.min_size = cfg.patch_size * 2 ** (n - 1)
         dims = [cfg.embed_dim * 2**i for i in range(n)]
-        dpr = drop_path_rates(cfg.drop_path_rate, cfg.depths)
+        drops = per_stage(drop_path_rates(cfg.drop_path_rate, cfg.depths), cfg.depths)
         self.stem = PatchEmbed(cfg.in_chans, dims[0], cfg.patch_size)
-        stages, self.feature_info = [], []
-        for i in range(n):
-            start = sum(cfg.depths[:i])
-            drops = dpr[start : start + cfg.depths[i]]
-            stages.append(SwinStage(dims[max(i - 1, 0)], dims[i], i, drops, cfg, i == n - 1, ffn_layer))
-            reduction = cfg.patch_size * 2**i
-            self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(
+            *(SwinStage(dims[max(i - 1, 0)], dims[i], i, drops[i], cfg, i == n - 1, ffn_layer) for i in range(n))
+        )
+        self.feature_info = stage_feature_info(dims, [cfg.patch_size * 2**i for i in range(n)])
         self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
-        self.apply(_init_weights)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """The official initialisation: trunc-normal(0.02) Linear weights, zero biases."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
 
 # ---------------------------------------------------------------------------------------------

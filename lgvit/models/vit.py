@@ -16,11 +16,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..convert import localvit as localvit_convert
-from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, feature_indices
+from ..layers import ClassifierHead, DropPath, attend, drop_path_rates
 from ..layers.locality import FeedForwardMixin, Locality
 from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
 from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
-from .base import ClassifierModel
+from .base import ClassifierModel, trunc_normal_init
 
 EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
 
@@ -106,26 +106,16 @@ class BlockStack(TokenModel):
             state = self._step(blk, state, hw)
         return self.norm(state[-1])
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    def _intermediates(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
-        take = feature_indices(indices, len(self.blocks))
-        last = take[-1] if stop_early or intermediates_only else len(self.blocks) - 1
         state, hw = self.embed(x)
         feats = []
         for i, blk in enumerate(self.blocks[: last + 1]):
             state = self._step(blk, state, hw)
             if i in take:
-                feats.append(tokens_to_map(self.norm(state[-1]) if norm else state[-1], hw, 1, output_fmt))
-        if intermediates_only:
-            return feats
+                feats.append(tokens_to_map(self.norm(state[-1]) if norm else state[-1], hw, 1))
         return self.norm(state[-1]), feats
 
 
@@ -205,12 +195,10 @@ class VisionTransformer(BlockStack):
         return (self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, 1)),), hw
 
 
-def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int, output_fmt: str) -> torch.Tensor:
-    """(B, P + H*W, C) tokens -> (B, C, H, W) ('NCHW') or (B, H, W, C) ('NHWC'), the prefix tokens dropped."""
-    if output_fmt not in ("NCHW", "NHWC"):
-        raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> torch.Tensor:
+    """(B, P + H*W, C) tokens -> (B, C, H, W) map, the P prefix tokens dropped."""
     x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], -1)  # (B, H, W, C)
-    return x.permute(0, 3, 1, 2) if output_fmt == "NCHW" else x  # (B, C, H, W)
+    return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -218,11 +206,7 @@ def init_weights(model: nn.Module) -> None:
     for name, p in model.named_parameters():
         if name.endswith(("_token", "pos_embed", "_pos")):
             nn.init.trunc_normal_(p, std=0.02)
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    model.apply(trunc_normal_init)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -254,7 +254,8 @@ def _setup(cfg: TrainConfig, d: Dist, command: str) -> tuple[_Run, nn.Module, di
     spec = get_spec(cfg.model)
     in_chans = cfg.in_chans or spec.config.in_chans
     augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
-    data = build_data(cfg.data, cfg.img_size or spec.native_size, in_chans, augment)
+    native = parse_model_kwargs(cfg.model_kwargs).get("img_size", spec.native_size)
+    data = build_data(cfg.data, cfg.img_size or native, in_chans, augment)
     num_classes = cfg.num_classes or len(data.classes)
     if num_classes < len(data.classes):
         raise ValueError(f"--num-classes {num_classes} is fewer than the {len(data.classes)} classes in {data.root}")
