@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import check_intermediates, randomize_
+from conftest import check_window_model_interface, randomize_
 from torch import nn
 
 import lgvit
@@ -178,14 +178,7 @@ def test_training_reaches_the_bias_table() -> None:
 def test_interface_and_features() -> None:
     model = lgvit.create_model("swin_tiny", **NARROW).eval()
     x = torch.randn(2, 3, 160, 96)
-    check_intermediates(model, x)
-    with torch.no_grad():
-        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 256)
-    model.reset_classifier(7)
-    assert model(x).shape == (2, 7) and model.num_classes == 7
-    nwd = model.no_weight_decay()
-    assert "stages.0.blocks.0.attn.rel_pos.relative_position_bias_table" in nwd
-    assert "stages.0.blocks.0.attn.qkv.weight" not in nwd
+    check_window_model_interface(model, x, num_features=256)
 
 
 def test_grad_checkpointing_same_gradients() -> None:
