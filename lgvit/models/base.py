@@ -1,5 +1,7 @@
 """The model protocol every family shares (timm's interface), and small helpers for building models."""
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -135,7 +137,7 @@ class HierarchicalBackbone(ClassifierModel):
         return x, feats
 
 
-def stage_feature_info(dims: list[int], reductions: list[int]) -> list[dict]:
+def stage_feature_info(dims: Sequence[int], reductions: Sequence[int]) -> list[dict]:
     """timm's `feature_info` for `stages.{i}` of `dims[i]` channels at stride `reductions[i]`."""
     return [
         dict(num_chs=c, reduction=r, module=f"stages.{i}")

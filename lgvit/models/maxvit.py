@@ -295,7 +295,7 @@ class MaxViT(HierarchicalBackbone):
         self.stem = Stem(cfg.in_chans, cfg.stem_width)
         dims = (cfg.stem_width, *cfg.embed_dims)
         self.stages = nn.Sequential(*(MaxViTStage(dims[i], dims[i + 1], drops[i], cfg) for i in range(len(cfg.depths))))
-        self.feature_info = stage_feature_info(list(cfg.embed_dims), [2 ** (i + 2) for i in range(len(cfg.depths))])
+        self.feature_info = stage_feature_info(cfg.embed_dims, [2 ** (i + 2) for i in range(len(cfg.depths))])
         self.head = NormMlpHead(dims[-1], dims[-1], cfg.num_classes, cfg.drop_rate)
         self.apply(_init_weights)
 

@@ -147,7 +147,7 @@ class PVT(TokenModel):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dims[-1]))
         self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=EPS)
         self.head = ClassifierHead(cfg.embed_dims[-1], cfg.num_classes, cfg.drop_rate, pool="token")
-        self.feature_info = stage_feature_info(list(cfg.embed_dims), [cfg.patch_size * 2**i for i in range(n)])
+        self.feature_info = stage_feature_info(cfg.embed_dims, [cfg.patch_size * 2**i for i in range(n)])
         init_weights(self)
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
