@@ -55,6 +55,9 @@ def test_training_learns_and_reports(trained) -> None:
     assert [e.value for e in events.Scalars("val_top1")] == pytest.approx([r["val_top1"] for r in history])
     summary = (out / "summary.md").read_text()
     assert "lgvit train (test)" in summary and f"{trained.best['top1']:.2f}%" in summary and "vertical" in summary
+    assert all(r["epoch_seconds"] > 0 and r["val_seconds"] > 0 for r in history)
+    minutes = sum(r["epoch_seconds"] for r in history) / 60, sum(r["val_seconds"] for r in history) / 60
+    assert f"training {minutes[0]:.1f} min + validation {minutes[1]:.1f} min" in summary
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

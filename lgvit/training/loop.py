@@ -326,8 +326,10 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
             return TrainResult(state.raw, history, best, run.out, False)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, **epoch_train_metrics(state, d), "lr": state.optimizer.param_groups[0]["lr"]}
+        t1 = time.perf_counter()
         evaluation, candidate = _evaluate_epoch(run, state, val)
-        row.update(evaluation, epoch_seconds=seconds, img_s=run.batches * cfg.batch_size * d.world / seconds)
+        img_s = run.batches * cfg.batch_size * d.world / seconds
+        row.update(evaluation, epoch_seconds=seconds, val_seconds=time.perf_counter() - t1, img_s=img_s)
         history.append(row)
         state.epoch, state.step, state.sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "count": 0.0}
         improved = candidate["top1"] > best["top1"]
@@ -355,6 +357,7 @@ def _report(run: _Run, history: list[dict], best: dict) -> None:
         "skipped": len(data.skipped),
         "epochs_done": last["epoch"],
         "train_minutes": sum(r["epoch_seconds"] for r in history) / 60,
+        "val_minutes": sum(r.get("val_seconds", 0.0) for r in history) / 60,  # absent in older checkpoints
         "img_s": last["img_s"],
         "processes": run.d.world,
         "device": str(run.d.device),

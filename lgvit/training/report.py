@@ -102,7 +102,8 @@ def write_summary(out: Path, final: dict, classes: list[str], command: str, conf
         f"{final['val_images']} val images, {len(classes)} classes"
         + (f", {final['skipped']} unreadable files skipped" if final.get("skipped") else "")
         + ")",
-        f"- epochs: {final['epochs_done']} of {config['epochs']}, wall time {final['train_minutes']:.1f} min, "
+        f"- epochs: {final['epochs_done']} of {config['epochs']}, training {final['train_minutes']:.1f} min + "
+        f"validation {final['val_minutes']:.1f} min, "
         f"{final['img_s']:.0f} train images/s, {final['processes']} process(es) on {final['device']}",
         f"- final val top-1: **{final['val_top1']:.2f}%** (top-5 {final['val_top5']:.2f}%)"
         + (f"; EMA top-1 {final['ema_top1']:.2f}%" if "ema_top1" in final else ""),
