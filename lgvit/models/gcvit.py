@@ -126,6 +126,7 @@ class GlobalQueryGen(nn.Module):
         if tuple(x.shape[-2:]) != tuple(window):
             x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
         B, C = x.shape[:2]
+        # (B, C, h, w) -> (B, h*w, heads, head_dim)
         x = x.permute(0, 2, 3, 1).reshape(B, window[0] * window[1], self.num_heads, C // self.num_heads)
         return x.transpose(1, 2)  # (B, heads, N, head_dim)
 
