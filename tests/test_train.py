@@ -21,6 +21,7 @@ from lgvit.flops import count_macs
 from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
+from lgvit.training.ema import ModelEma
 from lgvit.training.loop import SignalStop, train, train_sampler
 
 FAST = dict(batch_size=32, threads=1, workers=0, lr=3e-3, warmup_epochs=0.2, ema_decay=0.9, drop_path=0.0)
@@ -218,3 +219,23 @@ def test_signal_requests_a_stop() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_ema_averages_batchnorm_statistics_and_copies_counters() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEma(model, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    model.train()(torch.randn(8, 1, 6, 6) * 3 + 2)  # moves the running statistics, counts a batch
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)
+    d = min(0.9, 2 / 11)  # the warm-up decay of the first update
+    current = model.state_dict()
+    for key, value in ema.module.state_dict().items():
+        if value.is_floating_point():
+            expected = before[key] + (1 - d) * (current[key] - before[key])
+            torch.testing.assert_close(value, expected, msg=key)
+        else:
+            assert torch.equal(value, current[key]), key
+    assert not torch.allclose(ema.module[1].running_mean, current["1.running_mean"])

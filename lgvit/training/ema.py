@@ -10,7 +10,9 @@ class ModelEma:
     """A frozen copy whose parameters track `decay * ema + (1 - decay) * model` after each optimizer step.
 
     The decay is warmed up as min(decay, (1 + n) / (10 + n)) so early averages are not dominated
-    by the random initialisation. Buffers are copied.
+    by the random initialisation. Floating-point buffers (batch-norm running statistics) are
+    averaged the same way, so the averaged weights meet statistics averaged over the same horizon
+    rather than those of the current weights; integer buffers (counters, indices) are copied.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -25,7 +27,10 @@ class ModelEma:
         for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - d)
         for ema_b, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            ema_b.copy_(b)
+            if ema_b.is_floating_point():
+                ema_b.lerp_(b, 1 - d)
+            else:
+                ema_b.copy_(b)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
