@@ -36,7 +36,7 @@ class CopyingEma(ModelEma):
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         super().update(model)
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = self.current_decay()
         for ema_p, p in zip(self.copying.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p, 1 - d)
         for ema_b, b in zip(self.copying.buffers(), model.buffers(), strict=True):

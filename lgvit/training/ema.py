@@ -23,7 +23,7 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = self.current_decay()
         for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - d)
         for ema_b, b in zip(self.module.buffers(), model.buffers(), strict=True):
@@ -31,6 +31,10 @@ class ModelEma:
                 ema_b.lerp_(b, 1 - d)
             else:
                 ema_b.copy_(b)
+
+    def current_decay(self) -> float:
+        """The decay of the latest update, warmed up from the update count."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
