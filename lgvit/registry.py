@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -120,28 +119,3 @@ def build_config(spec: ModelSpec, overrides: dict) -> object:
             )
     return dataclasses.replace(spec.config, **overrides)
 
-
-def create_model(name: str, pretrained: bool | str | None = None, **overrides) -> nn.Module:
-    """Builds a registered model.
-
-    Args:
-        name: a registered name or alias (`lgvit.list_models()`).
-        pretrained: None/False for random weights; True for the default tag; a tag name of this
-            model (e.g. 'in1k'); a local file (official, timm or lgvit layout); or a hub id.
-        **overrides: config fields, e.g. num_classes, in_chans, drop_path_rate, img_size.
-            A num_classes different from the checkpoint's gives a new, randomly initialised head;
-            without one, a pretrained tag's class count is used.
-    """
-    from .weights import load_weights
-
-    spec = get_spec(name)
-    tag_name = spec.default_tag if pretrained is True else pretrained
-    tag = spec.tags.get(tag_name) if isinstance(tag_name, str) else None
-    tag_classes = {"num_classes": tag.num_classes} if tag is not None else {}  # e.g. in22k: 21841
-    cfg = build_config(spec, {**tag_classes, **overrides})
-    model = FAMILIES[spec.family].builder(cfg)
-    model.spec = spec
-    model.pretrained_cfg = dataclasses.asdict(tag or spec.tags.get(spec.default_tag) or PretrainedTag())
-    if tag_name:
-        load_weights(model, tag_name, ignore_head="num_classes" in overrides)
-    return model

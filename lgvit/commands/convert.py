@@ -2,8 +2,7 @@
 
 import argparse
 
-from ..registry import create_model
-from ..weights import load_weights, save_weights
+from ..factory import create_model, load_weights, save_weights
 
 
 def register(sub: argparse._SubParsersAction) -> None:

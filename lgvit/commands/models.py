@@ -5,8 +5,9 @@ import time
 
 import torch
 
+from ..factory import create_model
 from ..flops import count_macs, count_params
-from ..registry import create_model, get_spec, list_models
+from ..registry import get_spec, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,6 +5,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or whose tensors do not fit the model."""
+
+
 Rule = tuple[str, str | Callable[[re.Match], str]]
 
 

@@ -10,15 +10,13 @@ Official -> lgvit: `levels.i.downsample` is the reducer at the *end* of level i,
 import torch
 
 from ..layers import relative_position_index
-from .common import conv_to_linear, linear_to_conv, rename, stage_count
+from .common import CheckpointError, conv_to_linear, linear_to_conv, rename, stage_count
 
 _SE = r"se\.fc[12]\.weight$"
 
 
 def detect(sd: dict[str, torch.Tensor]) -> str:
     """'official' (NVlabs) or 'lgvit' (also timm's layout); anything else raises."""
-    from ..weights import CheckpointError
-
     if any(k.startswith("levels.") for k in sd) and "patch_embed.proj.weight" in sd:
         return "official"
     if any(k.startswith("stages.") for k in sd) and "stem.conv1.weight" in sd:

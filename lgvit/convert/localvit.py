@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import swin
-from .common import Rule, conv_to_linear, linear_to_conv, rename
+from .common import CheckpointError, Rule, conv_to_linear, linear_to_conv, rename
 
 _WITH_ATTN = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "attn", "7": "conv3", "8": "bn3"}
 _NO_ATTN = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}
@@ -63,8 +63,6 @@ class KeyMap:
 
     def detect(self, sd: dict[str, torch.Tensor]) -> str:
         """'official' or 'lgvit'; a checkpoint of another model raises."""
-        from ..weights import CheckpointError
-
         if self.official_marker in sd or any(re.search(r"\bconv\.conv\.0\.weight$", k) for k in sd):
             return "official"
         if self.marker in sd:

@@ -16,13 +16,13 @@ import math
 
 import torch
 
+from .common import CheckpointError
+
 _TABLE = "relative_position_bias_table"
 
 
 def detect(sd: dict[str, torch.Tensor]) -> str:
     """'timm' (3-D bias tables) or 'lgvit' (2-D); anything else raises."""
-    from ..weights import CheckpointError
-
     tables = [v for k, v in sd.items() if k.endswith(_TABLE)]
     if "stem.conv1.weight" in sd and any(".attn_grid." in k for k in sd) and tables:
         if all(t.ndim == 3 for t in tables):

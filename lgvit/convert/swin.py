@@ -14,15 +14,13 @@ Both may store `relative_position_index` and `attn_mask` buffers: they are dropp
 import torch
 
 from ..layers import relative_position_index, shifted_window_mask
-from .common import rename, stage_count
+from .common import CheckpointError, rename, stage_count
 
 _BUFFERS = ("relative_position_index", "attn_mask")
 
 
 def detect(sd: dict[str, torch.Tensor]) -> str:
     """'official' (microsoft), 'timm' or 'lgvit'; anything else raises."""
-    from ..weights import CheckpointError
-
     if "patch_embed.proj.weight" in sd and any(k.startswith("layers.") for k in sd):
         # official checkpoints merge at the end of layer 0; timm's layer 0 never merges
         return "official" if any(k.startswith("layers.0.downsample.") for k in sd) else "timm"

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..constants import IMAGENET_GRAY, IMAGENET_MEAN, IMAGENET_STD
 from .folder import check_same_classes, image_folder, load_image, pil_mode
 from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, class_names, is_idx_dir, load_idx_split, read_idx
 from .transforms import AUGMENTS, eval_transform, mix_transform, train_transform
@@ -26,8 +27,6 @@ __all__ = [
     "read_idx",
     "resolve_data_dir",
 ]
-
-IMAGENET_GRAY = ((0.449,), (0.226,))  # the ImageNet mean/std averaged over RGB, for 1-channel image files
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,6 @@ def _folder_bundle(
     crop_pct: float,
     norm: tuple | None,
 ) -> DataBundle:
-    from ..registry import IMAGENET_MEAN, IMAGENET_STD
-
     mean, std = norm or ((IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else IMAGENET_GRAY)
     pil_mode(in_chans)
     bad: list[str] = []

@@ -2,28 +2,20 @@
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..weights import CheckpointError
+from ..convert import CheckpointError
+from ..files import atomic_write
 
 FORMAT = "lgvit-train-1"
 
 
 def save_atomic(payload: dict, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save, atomically: a crash never leaves half a file."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..convert import CheckpointError
 from ..data import eval_transform, load_image, pil_mode
-from ..registry import create_model, get_spec
-from ..weights import CheckpointError
+from ..factory import create_model
+from ..registry import get_spec
 from .checkpoint import load_checkpoint
 
 WEIGHTS = ("auto", "model", "ema")

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..data import AugmentConfig, DataBundle, build_data, mix_transform
 from ..engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
-from ..registry import create_model, get_spec
+from ..factory import create_model
+from ..registry import get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed

@@ -1,9 +1,13 @@
-"""Reading, converting and strictly loading checkpoints. Loading never unpickles code."""
+"""Building models and loading their weights: `create_model`, `load_weights`, `read_state_dict`, `save_weights`.
 
+The one module above both the registry (what each name is) and the converters (how each
+checkpoint layout maps to lgvit's), so neither needs the other. Loading never unpickles code.
+"""
+
+import dataclasses
 import math
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .convert import CheckpointError
+from .files import atomic_write
 from .layers import resize_rel_pos_table
-from .registry import FAMILIES, ModelSpec
+from .registry import FAMILIES, ModelSpec, PretrainedTag, build_config, get_spec
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
 _HEAD_KEYS = ("head.fc.weight", "head.fc.bias")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, or whose tensors do not fit the model."""
 
 
 @dataclass
@@ -153,6 +155,30 @@ def _fit(
     return resized, head_reset
 
 
+def create_model(name: str, pretrained: bool | str | None = None, **overrides) -> nn.Module:
+    """Builds a registered model.
+
+    Args:
+        name: a registered name or alias (`lgvit.list_models()`).
+        pretrained: None/False for random weights; True for the default tag; a tag name of this
+            model (e.g. 'in1k'); a local file (official, timm or lgvit layout); or a hub id.
+        **overrides: config fields, e.g. num_classes, in_chans, drop_path_rate, img_size.
+            A num_classes different from the checkpoint's gives a new, randomly initialised head;
+            without one, a pretrained tag's class count is used.
+    """
+    spec = get_spec(name)
+    tag_name = spec.default_tag if pretrained is True else pretrained
+    tag = spec.tags.get(tag_name) if isinstance(tag_name, str) else None
+    tag_classes = {"num_classes": tag.num_classes} if tag is not None else {}  # e.g. in22k: 21841
+    cfg = build_config(spec, {**tag_classes, **overrides})
+    model = FAMILIES[spec.family].builder(cfg)
+    model.spec = spec
+    model.pretrained_cfg = dataclasses.asdict(tag or spec.tags.get(spec.default_tag) or PretrainedTag())
+    if tag_name:
+        load_weights(model, tag_name, ignore_head="num_classes" in overrides)
+    return model
+
+
 def load_weights(model: nn.Module, source: str | os.PathLike, ignore_head: bool = False) -> LoadReport:
     """Loads `source` (file, tag of the model, or hub id) into `model`, strictly.
 
@@ -181,14 +207,6 @@ def load_weights(model: nn.Module, source: str | os.PathLike, ignore_head: bool 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Writes the model's tensors as lgvit safetensors, atomically (temp file + rename)."""
-    path = Path(path)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "lgvit", "model": getattr(getattr(model, "spec", None), "name", "")}
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
