@@ -5,7 +5,6 @@ checkpoint layout maps to lgvit's), so neither needs the other. Loading never un
 """
 
 import dataclasses
-import math
 import os
 import pickle
 import zipfile
@@ -18,9 +17,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .convert import CheckpointError
+from .convert.common import table_window
 from .files import atomic_write
 from .layers import resize_rel_pos_table
-from .registry import FAMILIES, ModelSpec, PretrainedTag, build_config, get_spec
+from .models.spec import PretrainedTag
+from .registry import FAMILIES, ModelSpec, build_config, get_spec
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
 _HEAD_KEYS = ("head.fc.weight", "head.fc.bias")
@@ -102,11 +103,6 @@ def _hub_download(repo: str, filename: str | None) -> str:
     )
 
 
-def _square_window(rows: int) -> tuple[int, int] | None:
-    side = math.isqrt(rows)
-    return ((side + 1) // 2,) * 2 if side * side == rows and side % 2 else None
-
-
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """A first-conv weight (out, c, kh, kw) for `in_chans` inputs: summed to one channel, or tiled and rescaled."""
     if in_chans == 1:
@@ -124,9 +120,9 @@ def _fit(
     for k in list(sd):
         if k not in target or sd[k].shape == target[k].shape:
             continue
-        src, dst = _square_window(sd[k].shape[0]), _square_window(target[k].shape[0])
+        src, dst = table_window(sd[k].shape[0]), table_window(target[k].shape[0])
         if k.endswith("relative_position_bias_table") and src and dst and sd[k].shape[1] == target[k].shape[1]:
-            sd[k] = resize_rel_pos_table(sd[k], src, dst)
+            sd[k] = resize_rel_pos_table(sd[k], (src, src), (dst, dst))
             resized.append(k)
         elif k == first_conv and sd[k].shape[0] == target[k].shape[0] and sd[k].shape[2:] == target[k].shape[2:]:
             sd[k] = adapt_input_conv(sd[k], target[k].shape[1])

@@ -1,91 +1,75 @@
-"""Model registry: variants are data (a family's config + pretrained tags), looked up by name."""
+"""The model registry: every family's table of variants, assembled here and looked up by name.
+
+Nothing registers itself on import. A family is one line of `FAMILIES` (its config class, model
+class and checkpoint converter); its variants are the `VARIANTS` table at the end of its model
+file, read by `_TABLES`. A variant belongs to the family whose config class its config is.
+"""
 
 import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from torch import nn
 
-from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .convert import Converter
+from .convert import gcvit as gcvit_keys
+from .convert import localvit as localvit_keys
+from .convert import maxvit as maxvit_keys
+from .convert import swin as swin_keys
+from .models import gcvit, localvit, maxvit, pvt, swin, tnt, vit
+from .models.spec import Variant
 
 
-@dataclass(frozen=True)
-class PretrainedTag:
-    """Where a checkpoint lives and how its evaluation images are prepared.
-
-    A tag on a hub is fetched with huggingface_hub (`hf_hub_id`, optional `filename`); one
-    that is only on the web (`url`) must be downloaded by hand and given as a path.
-    """
-
-    hf_hub_id: str | None = None
-    filename: str | None = None
-    url: str | None = None
-    num_classes: int = 1000
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-    crop_mode: str = "center"
-    license: str = ""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registered variant: its family, config, pretrained tags and the official figures."""
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(Variant):
+    """A variant as the registry knows it: the variant's data, its name and its family."""
 
     name: str
     family: str
-    config: object
-    tags: dict[str, PretrainedTag] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    params_m: float | None = None  # official parameter count (M)
-    gmacs: float | None = None  # official GMACs at the native resolution
-    native_size: int = 224
-    timm_name: str | None = None  # timm's model of the same architecture, the reference in tests and bench
-
-    @property
-    def default_tag(self) -> str | None:
-        return next(iter(self.tags), None)
 
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: its model class and its checkpoint converter module."""
+    """A model family: the config class that marks its variants, its model class and its checkpoint converter."""
 
     name: str
+    config: type
     builder: Callable[[object], nn.Module]
-    converter: object  # module with detect(keys), to_lgvit(sd, fmt), to_official(sd)
+    converter: Converter
 
 
-MODELS: dict[str, ModelSpec] = {}
-ALIASES: dict[str, str] = {}
-FAMILIES: dict[str, Family] = {}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("gcvit", gcvit.GCViTConfig, gcvit.GCViT, gcvit_keys.CONVERTER),
+        Family("swin", swin.SwinConfig, swin.Swin, swin_keys.CONVERTER),
+        Family("maxvit", maxvit.MaxViTConfig, maxvit.MaxViT, maxvit_keys.CONVERTER),
+        Family("vit", vit.ViTConfig, vit.VisionTransformer, localvit_keys.VIT),
+        Family("pvt", pvt.PVTConfig, pvt.PVT, localvit_keys.PVT),
+        Family("tnt", tnt.TNTConfig, tnt.TNT, localvit_keys.TNT),
+    )
+}
+_TABLES = (gcvit.VARIANTS, swin.VARIANTS, maxvit.VARIANTS, vit.VARIANTS, pvt.VARIANTS, tnt.VARIANTS, localvit.VARIANTS)
 
 
-def register_family(family: Family) -> None:
-    if family.name in FAMILIES:
-        raise ValueError(f"family {family.name!r} is already registered")
-    FAMILIES[family.name] = family
+def _assemble(tables: Iterable[dict[str, Variant]]) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The specs by name and the aliases of `tables`; a name or alias given twice raises."""
+    family_of = {f.config: f.name for f in FAMILIES.values()}
+    models: dict[str, ModelSpec] = {}
+    aliases: dict[str, str] = {}
+    for table in tables:
+        for name, variant in table.items():
+            for taken in (name, *variant.aliases):
+                if taken in models or taken in aliases:
+                    raise ValueError(f"model name {taken!r} is defined twice")
+            models[name] = ModelSpec(**vars(variant), name=name, family=family_of[type(variant.config)])
+            aliases.update(dict.fromkeys(variant.aliases, name))
+    return models, aliases
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    """Adds a variant; a name or alias that is already taken raises."""
-    for name in (spec.name, *spec.aliases):
-        if name in MODELS or name in ALIASES:
-            raise ValueError(f"model name {name!r} is already registered")
-    MODELS[spec.name] = spec
-    ALIASES.update({a: spec.name for a in spec.aliases})
-    return spec
-
-
-def register_small(name: str, family: str, cfg: object) -> ModelSpec:
-    """Registers one of lgvit's own configs for 28-32 px images (the Fashion-MNIST comparisons):
-    `cfg` with 1 channel, 10 classes and no drop-path, native size 28; no official figures or weights."""
-    small = dataclasses.replace(cfg, in_chans=1, num_classes=10, drop_path_rate=0.0)
-    return register(ModelSpec(name, family, small, native_size=28))
+MODELS, ALIASES = _assemble(_TABLES)
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -118,4 +102,3 @@ def build_config(spec: ModelSpec, overrides: dict) -> object:
                 f"{spec.name} has no config option {key!r}{_suggest(key, valid)} (valid: {', '.join(valid)})"
             )
     return dataclasses.replace(spec.config, **overrides)
-

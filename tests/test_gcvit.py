@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import lgvit
 from lgvit import CheckpointError
-from lgvit.convert import gcvit as convert
+from lgvit.convert.gcvit import CONVERTER as convert
 from lgvit.flops import count_macs, count_params
 from lgvit.models.gcvit import _pool_depth
 

@@ -7,7 +7,7 @@ from conftest import check_intermediates, randomize_
 
 import lgvit
 from lgvit import CheckpointError, load_weights, save_weights
-from lgvit.convert import maxvit as convert
+from lgvit.convert.maxvit import CONVERTER as convert
 from lgvit.flops import count_macs, count_params
 from lgvit.layers import Conv2dSame, avg_pool_same, grid_partition, grid_reverse, window_partition, window_reverse
 from lgvit.models.maxvit import MaxViTConfig, MBConv, PartitionAttention

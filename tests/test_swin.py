@@ -6,13 +6,14 @@ import pytest
 import timm
 import torch
 from conftest import check_window_model_interface, randomize_
+from safetensors.torch import save_file
 from torch import nn
 
 import lgvit
 from lgvit import CheckpointError
-from lgvit.convert import swin as convert
+from lgvit.convert.swin import CONVERTER as convert
 from lgvit.flops import count_macs, count_params
-from lgvit.layers import shifted_window_mask
+from lgvit.layers import Locality, shifted_window_mask
 from lgvit.models.swin import Swin, SwinConfig, stage_window
 
 SWIN = [n for n in lgvit.list_models("swin_*") if lgvit.get_spec(n).params_m is not None]
@@ -200,27 +201,23 @@ def test_bf16_autocast_is_finite() -> None:
     assert torch.isfinite(out.float()).all()
 
 
-class _ProbeFfn(nn.Module):
-    """A stand-in for LocalViT's locality FFN: records its input shape, adds a residual of its own."""
-
-    def __init__(self, dim: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.full((dim,), mlp_ratio))
-        self.seen: list[tuple[int, ...]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(tuple(x.shape))
-        return x + x * self.scale
-
-
-def test_ffn_hook_replaces_the_feed_forward() -> None:
-    model = Swin(SwinConfig(depths=(1, 1, 1, 1)), ffn_layer=_ProbeFfn).eval()
+def test_locality_replaces_the_feed_forward(tmp_path: Path) -> None:
+    model = Swin(SwinConfig(depths=(1, 1, 1, 1), locality=Locality("hs+se", width_divisor=4))).eval()
     keys = list(model.state_dict())
-    assert "stages.0.blocks.0.ffn.scale" in keys and not any(".mlp." in k or ".norm2." in k for k in keys)
+    assert "stages.0.blocks.0.locality.conv1.weight" in keys and not any(".mlp." in k or ".norm2." in k for k in keys)
+    assert model.stages[0].blocks[0].locality.attn.fc1.out_channels == 384 // (96 // 4)  # LocalViT-Swin's SE
+    seen = []
+    for stage in (0, 3):
+        locality = model.stages[stage].blocks[0].locality
+        locality.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 64))
-    assert model.stages[0].blocks[0].ffn.seen == [(2, 16, 16, 96)]  # the (B, H, W, C) map
-    assert model.stages[3].blocks[0].ffn.seen == [(2, 2, 2, 768)]
+    assert seen == [(2, 96, 16, 16), (2, 768, 2, 2)]  # each stage's (B, C, H, W) map
+    # lgvit-layout files written before the locality module was renamed from `ffn` still load
+    old = {k.replace(".locality.", ".ffn."): v for k, v in model.state_dict().items()}
+    save_file(old, tmp_path / "old.safetensors")
+    loaded = lgvit.create_model("localvit_swin_tiny", depths=(1, 1, 1, 1), pretrained=str(tmp_path / "old.safetensors"))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_variants_tags_and_aliases() -> None:

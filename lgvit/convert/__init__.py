@@ -1,5 +1,10 @@
-"""Per-family checkpoint key maps (official and timm layouts <-> lgvit)."""
+"""Checkpoint layouts: one converter per family (official and timm layouts <-> lgvit), all on one protocol.
 
-from .common import CheckpointError
+`common.Converter` is the protocol (detect a layout, map its keys to lgvit, map back); each family
+module (`gcvit`, `swin`, `maxvit`, `localvit`) implements it as `CONVERTER` (LocalViT: one per base).
+This room imports only `lgvit.layers`; `lgvit.registry` pairs each family with its converter.
+"""
 
-__all__ = ["CheckpointError"]
+from .common import CheckpointError, Converter
+
+__all__ = ["CheckpointError", "Converter"]

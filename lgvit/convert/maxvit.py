@@ -16,20 +16,9 @@ import math
 
 import torch
 
-from .common import CheckpointError
+from .common import CheckpointError, StateDict
 
 _TABLE = "relative_position_bias_table"
-
-
-def detect(sd: dict[str, torch.Tensor]) -> str:
-    """'timm' (3-D bias tables) or 'lgvit' (2-D); anything else raises."""
-    tables = [v for k, v in sd.items() if k.endswith(_TABLE)]
-    if "stem.conv1.weight" in sd and any(".attn_grid." in k for k in sd) and tables:
-        if all(t.ndim == 3 for t in tables):
-            return "timm"
-        if all(t.ndim == 2 for t in tables):
-            return "lgvit"
-    raise CheckpointError(f"not a MaxViT checkpoint in timm's or lgvit's layout (first keys: {list(sd)[:5]})")
 
 
 def table_to_lgvit(table: torch.Tensor) -> torch.Tensor:
@@ -45,12 +34,26 @@ def table_to_timm(table: torch.Tensor) -> torch.Tensor:
     return table.T.reshape(table.shape[1], side, side).flip(1, 2).contiguous()
 
 
-def to_lgvit(sd: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
-    if fmt == "lgvit":
-        return dict(sd)
-    return {k: table_to_lgvit(v) if k.endswith(_TABLE) else v for k, v in sd.items()}
+class MaxViTConverter:
+    """The `Converter` of MaxViT: 'timm' (3-D bias tables) or 'lgvit' (2-D)."""
+
+    def detect(self, sd: StateDict) -> str:
+        tables = [v for k, v in sd.items() if k.endswith(_TABLE)]
+        if "stem.conv1.weight" in sd and any(".attn_grid." in k for k in sd) and tables:
+            if all(t.ndim == 3 for t in tables):
+                return "timm"
+            if all(t.ndim == 2 for t in tables):
+                return "lgvit"
+        raise CheckpointError(f"not a MaxViT checkpoint in timm's or lgvit's layout (first keys: {list(sd)[:5]})")
+
+    def to_lgvit(self, sd: StateDict, fmt: str) -> StateDict:
+        if fmt == "lgvit":
+            return dict(sd)
+        return {k: table_to_lgvit(v) if k.endswith(_TABLE) else v for k, v in sd.items()}
+
+    def to_official(self, sd: StateDict) -> StateDict:
+        """timm's layout of an lgvit state dict (loads strictly into timm's `maxvit_*_tf_*`)."""
+        return {k: table_to_timm(v) if k.endswith(_TABLE) else v for k, v in sd.items()}
 
 
-def to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm's layout of an lgvit state dict (loads strictly into timm's `maxvit_*_tf_*`)."""
-    return {k: table_to_timm(v) if k.endswith(_TABLE) else v for k, v in sd.items()}
+CONVERTER = MaxViTConverter()

@@ -1,49 +1,71 @@
-"""Layers shared by every family: written once here."""
+"""Layers shared by every family, each written once: attention, windows, biases, convs, heads, blocks.
+
+This room imports nothing of lgvit's: the models build on it, never the other way round.
+"""
 
 from .act import GELU, GELUTanh
-from .attention import WindowAttention, attend, math_attention, math_attention_enabled
+from .attention import TokenAttention, WindowAttention, attend, math_attention, math_attention_enabled
+from .blocks import Blocks
 from .conv import Conv2dSame, FusedMBConv, SqueezeExcite, avg_pool_same, same_padding
 from .drop import DropPath, drop_path_rates, per_stage
+from .embed import PatchEmbed
 from .head import ClassifierHead, feature_indices
+from .locality import FeedForwardBlock, Locality, LocalityFeedForward
 from .mlp import LayerScale, Mlp
 from .norm import LayerNorm2d
 from .pos_bias import RelPosBias, relative_position_index, resize_rel_pos_table
+from .tokens import map_to_tokens, merge_heads, resize_pos_embed, split_heads, tokens_to_map
 from .window import (
+    Size2,
     grid_partition,
     grid_reverse,
     pad_to_multiple,
+    padding_mask,
     shifted_window_mask,
     window_partition,
     window_reverse,
 )
 
 __all__ = [
+    "Blocks",
     "ClassifierHead",
     "Conv2dSame",
     "DropPath",
+    "FeedForwardBlock",
     "FusedMBConv",
     "GELU",
     "GELUTanh",
     "LayerNorm2d",
     "LayerScale",
+    "Locality",
+    "LocalityFeedForward",
     "Mlp",
+    "PatchEmbed",
     "RelPosBias",
+    "Size2",
     "SqueezeExcite",
+    "TokenAttention",
     "WindowAttention",
     "attend",
     "avg_pool_same",
     "drop_path_rates",
-    "per_stage",
     "feature_indices",
     "grid_partition",
     "grid_reverse",
+    "map_to_tokens",
     "math_attention",
     "math_attention_enabled",
+    "merge_heads",
     "pad_to_multiple",
+    "padding_mask",
+    "per_stage",
     "relative_position_index",
+    "resize_pos_embed",
     "resize_rel_pos_table",
     "same_padding",
     "shifted_window_mask",
+    "split_heads",
+    "tokens_to_map",
     "window_partition",
     "window_reverse",
 ]

@@ -1,11 +1,14 @@
-"""The one window-attention module of lgvit, on `scaled_dot_product_attention`.
+"""lgvit's attention: one kernel (`attend`, on `scaled_dot_product_attention`) and its two modules.
 
-Every family routes its windowed attention through `WindowAttention`: Swin (bias + shift
-mask), GC ViT (local windows, and windows whose query is the image's global query) and MaxViT
-(block and grid partitions). The additive relative-position bias and an optional per-window
-mask are passed to SDPA as `attn_mask`. `math_attention()` switches every module to the reference
-graph: plain matmul attention, and one-hot einsum bias lookups where the reference did those
-(MaxViT). Parity checks and FLOP counting use it.
+- `WindowAttention`: every windowed family routes through it: Swin (bias + shift mask), GC ViT
+  (local windows, and windows whose query is the image's global query) and MaxViT (block and
+  grid partitions). The additive relative-position bias and an optional per-window mask are
+  passed to SDPA as `attn_mask`.
+- `TokenAttention`: attention over all tokens of a sequence (DeiT, PVT with its reduced keys, TNT).
+
+`math_attention()` switches every module to the reference graph: plain matmul attention, and
+one-hot einsum bias lookups where the reference did those (MaxViT). Parity checks and FLOP
+counting use it.
 """
 
 from collections.abc import Iterator
@@ -15,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pos_bias import RelPosBias, Size2
+from .pos_bias import RelPosBias
+from .tokens import merge_heads, split_heads
+from .window import Size2
 
 _MATH = False
 
@@ -168,3 +173,64 @@ class WindowAttention(nn.Module):
             out = out.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, N, C)
         return self.proj_drop(self.proj(out))
+
+
+class TokenAttention(nn.Module):
+    """Multi-head attention over all tokens of a (B, N, C) sequence, optionally against a reduced map (PVT).
+
+    Args:
+        dim: channels.
+        num_heads: heads.
+        qkv_bias: bias on the q/k/v projections.
+        split: how the checkpoints project q, k and v, which also names the Linear layers:
+            'qkv' (one Linear, DeiT/ViT), 'q_kv' (PVT) or 'qk_v' (TNT).
+        sr: PVT's spatial reduction: keys and values come from the (H, W) token map shrunk `sr`
+            times by a strided conv and a LayerNorm (`sr`, `norm`); needs split 'q_kv'.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    SPLITS = {"qkv": (("qkv", 3),), "q_kv": (("q", 1), ("kv", 2)), "qk_v": (("qk", 2), ("v", 1))}
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        split: str = "qkv",
+        sr: int = 1,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if split not in self.SPLITS:
+            raise ValueError(f"split must be one of {', '.join(self.SPLITS)}, got {split!r}")
+        if sr > 1 and split != "q_kv":
+            raise ValueError(f"a spatial reduction (sr={sr}) needs keys and values apart from queries: split 'q_kv'")
+        self.num_heads = num_heads
+        self.split = split
+        for name, parts in self.SPLITS[split]:
+            self.add_module(name, nn.Linear(dim, parts * dim, bias=qkv_bias))
+        self.sr = nn.Conv2d(dim, dim, sr, sr) if sr > 1 else None
+        self.norm = nn.LayerNorm(dim) if sr > 1 else None  # eps 1e-5, as the official PVT
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _reduced(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The keys' and values' source: the (B, N, C) tokens as their map, shrunk `sr` times, as (B, M, C)."""
+        B, N, C = x.shape
+        m = x.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # (B, C, H, W)
+        return self.norm(self.sr(m).flatten(2).transpose(1, 2))  # (B, H*W/sr^2, C)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: (B, N, C) tokens; `hw` is their (H, W) grid, needed with a spatial reduction."""
+        source = x if self.sr is None else self._reduced(x, hw)
+        parts: list[torch.Tensor] = []
+        for name, n in self.SPLITS[self.split]:
+            parts += getattr(self, name)(x if name.startswith("q") else source).chunk(n, dim=-1)
+        q, k, v = (split_heads(t, self.num_heads) for t in parts)  # each (B, heads, N or M, d)
+        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(merge_heads(out)))

@@ -1,7 +1,8 @@
 """LocalViT's locality feed-forward (Li et al., 2021): the transformer MLP as 1x1 -> depth-wise 3x3 -> 1x1 convs.
 
-One module, `LocalityFeedForward`, on an NCHW map; `FeedForwardMixin` plugs it (or the usual pre-norm
-MLP) into any token transformer block; `LocalityFeedForwardNHWC` fits blocks that keep a (B, H, W, C) map.
+One module, `LocalityFeedForward`, on an NCHW map, and one way to plug it in: a block that derives
+from `FeedForwardBlock` gets the usual pre-norm MLP or, with a `Locality`, this module, for
+(B, H, W, C) maps (Swin) and (B, P + H*W, C) token sequences (DeiT, PVT, TNT) alike.
 """
 
 import math
@@ -25,12 +26,15 @@ class Locality:
     Args:
         act: 'relu6', 'hs' (h-swish), 'hs+se' (h-swish + squeeze-excite), 'hs+eca' (h-swish + ECA with a
             sigmoid gate) or 'hs+ecah' (ECA with an h-sigmoid gate).
-        reduction: SE reduction r (hidden -> hidden // r channels); None: r = the block's width, as in
-            LocalViT-T/S, -PVT and -TNT (a 4x MLP then has a 4-channel SE bottleneck).
+        reduction: SE reduction r (hidden -> hidden // r channels); None: r = the block's width //
+            `width_divisor`.
+        width_divisor: with no `reduction`: 1 in LocalViT-T/S, -PVT and -TNT (a 4x MLP then has a
+            4-channel SE bottleneck), 4 in LocalViT-Swin (16 channels).
     """
 
     act: str = "hs+se"
     reduction: int | None = None
+    width_divisor: int = 1
 
     def __post_init__(self) -> None:
         if self.act not in ACTS:
@@ -72,7 +76,7 @@ class LocalityFeedForward(nn.Module):
         self.conv2 = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False)
         self.bn2 = nn.BatchNorm2d(hidden)
         self.act2 = act()
-        self.attn = _channel_attention(hidden, locality.act, locality.reduction or dim)
+        self.attn = _channel_attention(hidden, locality.act, locality.reduction or dim // locality.width_divisor)
         self.conv3 = nn.Conv2d(hidden, dim, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(dim)
 
@@ -92,36 +96,33 @@ def _channel_attention(hidden: int, act: str, reduction: int) -> nn.Module:
     return nn.Identity()
 
 
-class LocalityFeedForwardNHWC(LocalityFeedForward):
-    """The same module on a (B, H, W, C) map (Swin's `ffn_layer` hook)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
-
-
-class FeedForwardMixin(nn.Module):
-    """The feed-forward half of a token transformer block, residual included; blocks call `_init_ffn`.
+class FeedForwardBlock(nn.Module):
+    """Base of the blocks whose feed-forward LocalViT makes local (DeiT, PVT, TNT, Swin); blocks call
+    `init_feed_forward` and `feed_forward`.
 
     Without locality: x + drop_path(mlp(norm2(x))) (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`).
-    With locality (LocalViT): the patch tokens are reshaped to their (H, W) map and become
-    x + locality(x); the first `num_prefix` tokens (the class token) pass untouched, and there is
-    no second norm and no drop-path on this branch.
+    With locality (LocalViT): x + locality(x) on the (H, W) map (key `locality`), with no second
+    norm and no drop-path on this branch; in a token sequence the first `num_prefix` tokens (the
+    class token) pass untouched.
     """
 
-    def _init_ffn(
+    locality: LocalityFeedForward | None
+
+    def init_feed_forward(
         self, dim: int, mlp_ratio: float, locality: Locality | None, drop: float, drop_path: float, eps: float
     ) -> None:
+        self.locality = None if locality is None else LocalityFeedForward(dim, mlp_ratio, locality)
         if locality is None:
             self.norm2 = nn.LayerNorm(dim, eps=eps)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
             self.drop_path2 = DropPath(drop_path)
-        else:
-            self.locality = LocalityFeedForward(dim, mlp_ratio, locality)
 
-    def feed_forward(self, x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> torch.Tensor:
-        """(B, num_prefix + H*W, C) tokens -> the same, after the residual feed-forward."""
-        if not hasattr(self, "locality"):
+    def feed_forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, num_prefix: int = 0) -> torch.Tensor:
+        """A (B, H, W, C) map, or (B, num_prefix + H*W, C) tokens on the grid `hw`, after the residual feed-forward."""
+        if self.locality is None:
             return x + self.drop_path2(self.mlp(self.norm2(x)))
+        if x.ndim == 4:  # (B, H, W, C)
+            return self.locality(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # through (B, C, H, W)
         B, n, C = x.shape
         if n != num_prefix + hw[0] * hw[1]:
             raise ValueError(f"{n} tokens do not form {num_prefix} prefix tokens and a {hw[0]}x{hw[1]} map")

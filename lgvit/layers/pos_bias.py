@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Size2 = tuple[int, int]
+from .window import Size2
 
 
 @lru_cache(maxsize=64)

@@ -1,4 +1,4 @@
-"""Pieces of plain (non-windowed) token transformers: head split/merge and position embeddings."""
+"""Pieces of token transformers: head split/merge, tokens <-> maps, and resized position embeddings."""
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,17 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, N, d) -> (B, N, heads * d)."""
     B, H, N, d = x.shape
     return x.transpose(1, 2).reshape(B, N, H * d)  # (B, N, C)
+
+
+def map_to_tokens(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, C, H, W) map -> (B, H*W, C) tokens and the grid (H, W)."""
+    return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # (B, H*W, C)
+
+
+def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int = 0) -> torch.Tensor:
+    """(B, P + H*W, C) tokens -> (B, C, H, W) map, the P prefix tokens (a class token) dropped."""
+    x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], -1)  # (B, H, W, C)
+    return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
 def resize_pos_embed(

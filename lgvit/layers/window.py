@@ -1,4 +1,4 @@
-"""Window partition and reverse: the only copies in lgvit.
+"""Window and grid partition and reverse (the only copies in lgvit), and the masks of padded or shifted windows.
 
 Windows are batch-major: all windows of image 0, then all of image 1, ... so a per-image
 tensor (such as GC ViT's global query) is broadcast to its windows by repeating each image
@@ -57,10 +57,7 @@ def window_reverse(
     Hp, Wp = padded
     C = windows.shape[-1]
     x = windows.view(-1, Hp // wh, Wp // ww, wh, ww, C)  # (B, nH, nW, wh, ww, C)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)  # (B, Hp, Wp, C)
-    if (Hp, Wp) != tuple(size):
-        x = x[:, : size[0], : size[1]].contiguous()
-    return x
+    return _crop(x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C), size)  # (B, Hp, Wp, C) -> (B, H, W, C)
 
 
 def _region_labels(size: int, padded: int, shift: int) -> torch.Tensor:
@@ -113,10 +110,31 @@ def grid_reverse(windows: torch.Tensor, grid: Size2, padded: Size2, size: Size2)
     Hp, Wp = padded
     C = windows.shape[-1]
     x = windows.view(-1, Hp // gh, Wp // gw, gh, gw, C)  # (B, sh, sw, gh, gw, C)
-    x = x.permute(0, 3, 1, 4, 2, 5).reshape(-1, Hp, Wp, C)  # (B, Hp, Wp, C)
-    if (Hp, Wp) != tuple(size):
-        x = x[:, : size[0], : size[1]].contiguous()
-    return x
+    return _crop(x.permute(0, 3, 1, 4, 2, 5).reshape(-1, Hp, Wp, C), size)  # (B, Hp, Wp, C) -> (B, H, W, C)
+
+
+def _crop(x: torch.Tensor, size: Size2) -> torch.Tensor:
+    """The top-left `size` of a padded (B, Hp, Wp, C) map (the map itself when nothing was padded)."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    return x[:, : size[0], : size[1]].contiguous()
+
+
+@lru_cache(maxsize=64)
+def padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> torch.Tensor | None:
+    """Additive (nW, N, N) mask that hides the zero padding of a `size` map from every query, or None if unpadded.
+
+    Windows are in the order of `grid_partition` (grid) or `window_partition` (block). Every window
+    keeps at least one valid key: padding is shorter than a window, and a grid window's first row
+    and column are valid. Cached: call it freely per forward.
+    """
+    valid = torch.ones(1, size[0], size[1], 1)
+    windows, padded = (grid_partition if grid else window_partition)(valid, part)  # (nW, N, 1)
+    if padded == tuple(size):
+        return None
+    hidden = windows.transpose(1, 2) == 0  # (nW, 1, N): True for padded keys
+    mask = torch.zeros(hidden.shape).masked_fill_(hidden, float("-inf"))  # (nW, 1, N)
+    return mask.expand(-1, part[0] * part[1], -1).to(device)  # (nW, N, N)
 
 
 @lru_cache(maxsize=64)

@@ -1,11 +1,5 @@
-"""Model families. Importing this package registers every variant."""
+"""Model families, one file each: config -> blocks -> stage -> model -> a table of variants (`VARIANTS`).
 
-from . import (
-    gcvit,  # noqa: F401
-    localvit,  # noqa: F401
-    maxvit,  # noqa: F401
-    pvt,  # noqa: F401
-    swin,  # noqa: F401
-    tnt,  # noqa: F401
-    vit,  # noqa: F401
-)
+This room knows only `lgvit.layers` (and `lgvit.constants`): it registers nothing and imports no
+registry, converter, data or training code. `lgvit.registry` reads the tables.
+"""

@@ -1,11 +1,11 @@
-"""The model protocol every family shares (timm's interface), and small helpers for building models."""
+"""What every family's model shares: timm's model interface, the hierarchical and token-model bases, init helpers."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..layers import ClassifierHead, feature_indices
+from ..layers import Blocks, ClassifierHead, feature_indices, tokens_to_map
 
 
 class ClassifierModel(nn.Module):
@@ -47,6 +47,12 @@ class ClassifierModel(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the classifier with a freshly initialised one of `num_classes` outputs (0: none)."""
         self.head.reset(num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in every block stack (`layers.Blocks`) while training with gradients."""
+        for m in self.modules():
+            if isinstance(m, Blocks):
+                m.grad_checkpointing = enable
 
     def forward_intermediates(
         self,
@@ -90,9 +96,9 @@ class ClassifierModel(nn.Module):
 class HierarchicalBackbone(ClassifierModel):
     """stem -> stages (each NCHW -> NCHW) -> head, with timm's model interface.
 
-    Subclasses build `self.stem`, `self.stages` (an nn.Sequential whose stages carry a
-    `grad_checkpointing` flag), `self.head` (ClassifierHead), `self.feature_info` and set
-    `self.in_chans`, `self.min_size` (the smallest H and W the model accepts).
+    Subclasses build `self.stem`, `self.stages` (an nn.Sequential of stages that run their blocks
+    as `layers.Blocks`), `self.head` (ClassifierHead), `self.feature_info` and set `self.in_chans`,
+    `self.min_size` (the smallest H and W the model accepts).
     """
 
     min_size: int
@@ -114,10 +120,6 @@ class HierarchicalBackbone(ClassifierModel):
         self.check_input(x)
         return self.stages(self.stem(x))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: norms, biases, bias tables, layer scales."""
         return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith("relative_position_bias_table")}
@@ -137,6 +139,71 @@ class HierarchicalBackbone(ClassifierModel):
         return x, feats
 
 
+class TokenModel(ClassifierModel):
+    """timm's model interface for token models that classify from a class token (DeiT, PVT, TNT).
+
+    Subclasses set `in_chans`, `patch_size` (the side the input must be a multiple of), `head`
+    (ClassifierHead with pool="token"), `feature_info`, and implement `forward_features` and
+    `_intermediates`; their blocks run as `layers.Blocks`.
+    """
+
+    patch_size: int
+    feature_info: list[dict]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
+        self.check_channels(x)
+        p, (h, w) = self.patch_size, x.shape[2:]
+        if h % p or w % p or min(h, w) == 0:
+            near = f"{max(p, round(h / p) * p)}x{max(p, round(w / p) * p)}"
+            raise ValueError(
+                f"image of {h}x{w}: this model needs sides that are positive multiples of {p}; "
+                f"resize or pad the input (e.g. to {near})"
+            )
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed: norms, biases, tokens and position embeddings."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith(("_token", "pos_embed", "_pos"))}
+
+
+class BlockStack(TokenModel):
+    """A token model that is one stack of blocks (DeiT, TNT): the feature and intermediate passes.
+
+    Subclasses implement `embed(x) -> (state, (H, W))`, where `state` is the tuple of token tensors a
+    block takes before the grid and returns (the patch tokens, class token first, last), and set
+    `blocks` and `norm`.
+    """
+
+    blocks: Blocks
+    norm: nn.Module
+
+    def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, int]]:
+        raise NotImplementedError
+
+    def _step(self, block: nn.Module, state: tuple[torch.Tensor, ...], hw: tuple[int, int]) -> tuple:
+        out = self.blocks.run(block, *state, hw)
+        return out if isinstance(out, tuple) else (out,)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, 1 + N, D) normalised patch tokens, the class token first."""
+        state, hw = self.embed(x)
+        for blk in self.blocks:
+            state = self._step(blk, state, hw)
+        return self.norm(state[-1])
+
+    def _intermediates(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block patch-token maps (timm's convention; `norm` applies the final norm to them)."""
+        state, hw = self.embed(x)
+        feats = []
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            state = self._step(blk, state, hw)
+            if i in take:
+                feats.append(tokens_to_map(self.norm(state[-1]) if norm else state[-1], hw, 1))
+        return self.norm(state[-1]), feats
+
+
 def stage_feature_info(dims: Sequence[int], reductions: Sequence[int]) -> list[dict]:
     """timm's `feature_info` for `stages.{i}` of `dims[i]` channels at stride `reductions[i]`."""
     return [
@@ -151,3 +218,11 @@ def trunc_normal_init(m: nn.Module) -> None:
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def init_token_weights(model: nn.Module) -> None:
+    """The official initialisation: trunc-normal(0.02) Linear weights, tokens and position embeddings; zero biases."""
+    for name, p in model.named_parameters():
+        if name.endswith(("_token", "pos_embed", "_pos")):
+            nn.init.trunc_normal_(p, std=0.02)
+    model.apply(trunc_normal_init)

@@ -4,7 +4,7 @@ Four stages of blocks that alternate local window attention and global-query att
 Per stage a global-query generator (fused-MBConv + max-pool) turns the whole feature map into
 one window of query tokens, which attends to every local window's keys and values.
 
-Runs at any input size >= 32 without rebuilding (see docs/any-size.md):
+Runs at any input size >= 32 without rebuilding (see docs/gcvit.md, "Any input size"):
 - each block zero-pads its normalised input to a multiple of the window and crops back;
 - a stage whose map is smaller than the window uses a window of the map's size (the bias
   table's central part);
@@ -20,26 +20,24 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..convert import gcvit as gcvit_convert
 from ..layers import (
+    Blocks,
     ClassifierHead,
     DropPath,
     FusedMBConv,
     LayerNorm2d,
     LayerScale,
     Mlp,
+    Size2,
     WindowAttention,
     drop_path_rates,
     per_stage,
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
-
-Size2 = tuple[int, int]
+from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
@@ -177,12 +175,11 @@ class GCViTStage(nn.Module):
     ) -> None:
         super().__init__()
         self.window = cfg.window_sizes[index]
-        self.grad_checkpointing = False
         self.downsample = Downsample(dim_in, dim) if index > 0 else nn.Identity()
         native = cfg.img_size // 2 ** (index + 2)
         convs = max(1, int(math.log2(max(native, 1) / self.window)))
         self.global_block = GlobalQueryGen(dim, cfg.num_heads[index], convs)
-        self.blocks = nn.ModuleList(
+        self.blocks = Blocks(
             GCViTBlock(dim, cfg.num_heads[index], self.window, cfg.mlp_ratio, j % 2 == 1, cfg.layer_scale, dp, cfg)
             for j, dp in enumerate(drop_paths)
         )
@@ -192,12 +189,7 @@ class GCViTStage(nn.Module):
         x = self.downsample(x)
         window = (min(self.window, x.shape[2]), min(self.window, x.shape[3]))
         q_global = self.global_block(x, window)  # (B, heads, N, d)
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        for blk in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, q_global, window, use_reentrant=False)
-            else:
-                x = blk(x, q_global, window)
+        x = self.blocks(x.permute(0, 2, 3, 1), q_global, window)  # (B, H, W, C)
         return self.norm(x).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
 
@@ -232,29 +224,35 @@ _NVIDIA_HUB = "nvidia/GCViT"
 _NC = "CC-BY-NC-SA-4.0 (NVIDIA); code Apache-2.0"
 
 
-def _tags(name: str, nvidia_file: str | None, crop_pct: float, timm: bool = False) -> dict[str, PretrainedTag]:
+def _tags(name: str, nvidia_file: str, crop_pct: float, on_timm: bool) -> dict[str, PretrainedTag]:
     tags = {}
-    if timm:  # the 2022 weights timm re-hosts; timm evaluates all of them at crop 0.875
+    if on_timm:  # the 2022 weights timm re-hosts; timm evaluates all of them at crop 0.875
         tags["in1k"] = PretrainedTag(hf_hub_id=f"timm/{name}.in1k", license=_NC)
-    if nvidia_file:  # the 2023 weights from NVlabs, official layout and preprocessing
-        tags["nvidia_in1k"] = PretrainedTag(hf_hub_id=_NVIDIA_HUB, filename=nvidia_file, crop_pct=crop_pct, license=_NC)
+    # the 2023 weights from NVlabs, official layout and preprocessing
+    tags["nvidia_in1k"] = PretrainedTag(hf_hub_id=_NVIDIA_HUB, filename=nvidia_file, crop_pct=crop_pct, license=_NC)
     return tags
 
 
-def _spec(name: str, cfg: GCViTConfig, params: float, gmacs: float, tags: dict, size: int = 224) -> None:
-    timm_name = name if "in1k" in tags else None
-    register(
-        ModelSpec(
-            name,
-            "gcvit",
-            cfg,
-            tags,
-            aliases=(name.replace("gcvit_", "gc_vit_"),),
-            params_m=params,
-            gmacs=gmacs,
-            native_size=size,
-            timm_name=timm_name,
-        )
+def _in1k(name: str, cfg: GCViTConfig, params: float, gmacs: float, file: str, crop: float, on_timm: bool) -> Variant:
+    """An ImageNet-1k variant: NVIDIA's weights, and timm's re-host (then also timm's reference model) if `on_timm`."""
+    tags = _tags(name, file, crop, on_timm)
+    alias = (name.replace("gcvit_", "gc_vit_"),)
+    return Variant(cfg, tags, alias, params, gmacs, timm_name=name if on_timm else None)
+
+
+def _in21k(name: str, cfg: GCViTConfig, params: float, gmacs: float, tag: PretrainedTag, size: int = 224) -> Variant:
+    """An ImageNet-21k-pretrained, 1k-fine-tuned large variant at its native `size`."""
+    return Variant(cfg, {"in21k_ft_in1k": tag}, (name.replace("gcvit_", "gc_vit_"),), params, gmacs, size)
+
+
+def _hub_21k(size: int) -> PretrainedTag:
+    return PretrainedTag(
+        hf_hub_id=_NVIDIA_HUB,
+        filename=f"gcvit_21k_large_{size}.pth.tar",
+        input_size=(3, size, size),
+        crop_pct=1.0,
+        crop_mode="squash",
+        license=_NC,
     )
 
 
@@ -262,82 +260,38 @@ _T = GCViTConfig(embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3.0)
 _S = GCViTConfig(embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2.0, layer_scale=1e-5, drop_path_rate=0.3)
 _B = replace(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
 _L = replace(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.5)
+_T2 = replace(_T, depths=(3, 4, 29, 5), drop_path_rate=0.25)
+_S2 = replace(_S, depths=(3, 4, 23, 5), mlp_ratio=3.0, drop_path_rate=0.35)
+_L384 = replace(_L, window_sizes=(12, 12, 24, 12), img_size=384, drop_path_rate=0.1)
+_L512 = replace(_L, window_sizes=(16, 16, 32, 16), img_size=512, drop_path_rate=0.1)
+_DRIVE_21K = "https://drive.google.com/uc?export=download&id=1maGDr6mJkLyRTUkspMzCgSlhDzNRFGEf"
 
-register_family(Family("gcvit", GCViT, gcvit_convert))
-_spec(
-    "gcvit_xxtiny",
-    replace(_T, depths=(2, 2, 6, 2)),
-    12.00,
-    2.12,
-    _tags("gcvit_xxtiny", "gcvit_1k_xxtiny.pth.tar", 1.0, True),
-)
-_spec(
-    "gcvit_xtiny",
-    replace(_T, depths=(3, 4, 6, 5)),
-    19.98,
-    2.91,
-    _tags("gcvit_xtiny", "gcvit_1k_xtiny.pth.tar", 0.875, True),
-)
-_spec("gcvit_tiny", _T, 28.22, 4.76, _tags("gcvit_tiny", "gcvit_1k_tiny.pth.tar", 1.0, True))
-_spec(
-    "gcvit_tiny2",
-    replace(_T, depths=(3, 4, 29, 5), drop_path_rate=0.25),
-    34.54,
-    6.18,
-    _tags("gcvit_tiny2", "gcvit_1k_tiny2.pth.tar", 0.875),
-)
-_spec("gcvit_small", _S, 51.09, 8.53, _tags("gcvit_small", "gcvit_1k_small.pth.tar", 0.875, True))
-_spec(
-    "gcvit_small2",
-    replace(_S, depths=(3, 4, 23, 5), mlp_ratio=3.0, drop_path_rate=0.35),
-    68.62,
-    11.54,
-    _tags("gcvit_small2", "gcvit_1k_small2.pth.tar", 0.875),
-)
-_spec("gcvit_base", _B, 90.32, 14.82, _tags("gcvit_base", "gcvit_1k_base.pth.tar", 1.0, True))
-_spec("gcvit_large", _L, 202.08, 32.55, _tags("gcvit_large", "gcvit_1k_large.pth.tar", 1.0))
-_spec(
-    "gcvit_large_224_21k",
-    _L,
-    202.08,
-    32.55,
-    {
-        "in21k_ft_in1k": PretrainedTag(
-            url="https://drive.google.com/uc?export=download&id=1maGDr6mJkLyRTUkspMzCgSlhDzNRFGEf",
-            crop_pct=1.0,
-            license=_NC,
-        )
-    },
-)
-for _size, _win in ((384, (12, 12, 24, 12)), (512, (16, 16, 32, 16))):
-    _spec(
-        f"gcvit_large_{_size}_21k",
-        replace(_L, window_sizes=_win, img_size=_size, drop_path_rate=0.1),
-        {384: 202.86, 512: 203.80}[_size],
-        {384: 103.9, 512: 202.1}[_size],
-        {
-            "in21k_ft_in1k": PretrainedTag(
-                hf_hub_id=_NVIDIA_HUB,
-                filename=f"gcvit_21k_large_{_size}.pth.tar",
-                input_size=(3, _size, _size),
-                crop_pct=1.0,
-                crop_mode="squash",
-                license=_NC,
-            )
-        },
-        size=_size,
-    )
+# name: config, params M, GMACs, NVIDIA's file, its eval crop, whether timm re-hosts the 2022 weights
+_IN1K = {
+    "gcvit_xxtiny": (replace(_T, depths=(2, 2, 6, 2)), 12.00, 2.12, "gcvit_1k_xxtiny.pth.tar", 1.0, True),
+    "gcvit_xtiny": (replace(_T, depths=(3, 4, 6, 5)), 19.98, 2.91, "gcvit_1k_xtiny.pth.tar", 0.875, True),
+    "gcvit_tiny": (_T, 28.22, 4.76, "gcvit_1k_tiny.pth.tar", 1.0, True),
+    "gcvit_tiny2": (_T2, 34.54, 6.18, "gcvit_1k_tiny2.pth.tar", 0.875, False),
+    "gcvit_small": (_S, 51.09, 8.53, "gcvit_1k_small.pth.tar", 0.875, True),
+    "gcvit_small2": (_S2, 68.62, 11.54, "gcvit_1k_small2.pth.tar", 0.875, False),
+    "gcvit_base": (_B, 90.32, 14.82, "gcvit_1k_base.pth.tar", 1.0, True),
+    "gcvit_large": (_L, 202.08, 32.55, "gcvit_1k_large.pth.tar", 1.0, False),
+}
 
-
-# --- gcvit_fmnist: lgvit's own small GC ViT for 28-32 px images (the `lgvit train` / `make demo` default) ---
-# Not an official variant and has no pretrained weights. Three stages on a 7x7 -> 4x4 -> 2x2 map
-# (stride 4, 8, 16 at 28 px), window = the whole stage-0 map, so local and global attention
-# alternate as in the paper. Trained on Fashion-MNIST in a few CPU minutes (docs/training.md).
-register_small(
-    "gcvit_fmnist",
-    "gcvit",
-    GCViTConfig(
-        embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_sizes=(7, 4, 2), mlp_ratio=2.0, img_size=28
+VARIANTS: dict[str, Variant] = {
+    **{name: _in1k(name, *row) for name, row in _IN1K.items()},
+    "gcvit_large_224_21k": _in21k(
+        "gcvit_large_224_21k", _L, 202.08, 32.55, PretrainedTag(url=_DRIVE_21K, crop_pct=1.0, license=_NC)
     ),
-)
-# --- end gcvit_fmnist ---
+    "gcvit_large_384_21k": _in21k("gcvit_large_384_21k", _L384, 202.86, 103.9, _hub_21k(384), 384),
+    "gcvit_large_512_21k": _in21k("gcvit_large_512_21k", _L512, 203.80, 202.1, _hub_21k(512), 512),
+    # lgvit's own small GC ViT for 28-32 px images (the `lgvit train` / `make demo` default). Not an official
+    # variant and has no pretrained weights. Three stages on a 7x7 -> 4x4 -> 2x2 map (stride 4, 8, 16 at
+    # 28 px), window = the whole stage-0 map, so local and global attention alternate as in the paper.
+    # Trained on Fashion-MNIST in a few CPU minutes (docs/training.md).
+    "gcvit_fmnist": small_variant(
+        GCViTConfig(
+            embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_sizes=(7, 4, 2), mlp_ratio=2.0, img_size=28
+        )
+    ),
+}

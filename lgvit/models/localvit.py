@@ -4,101 +4,45 @@ Each variant is a base architecture (DeiT `vit.py`, PVT `pvt.py`, TNT `tnt.py`, 
 whose config sets `locality`: every block's MLP becomes the one `LocalityFeedForward`
 (lgvit/layers/locality.py) on the block's patch-token map, the class token bypassing it. The
 official `.pth` releases (ofsoundof/LocalViT v1.0.0, key `model`) load through each base's
-converter (lgvit/convert/localvit.py). Params and GMACs below were computed from the official code.
+converter. Params and GMACs below were computed from the official code.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from ..convert.localvit import SwinLocality
-from ..layers.locality import Locality, LocalityFeedForwardNHWC
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
+from ..layers import Locality
 from .pvt import PVTConfig
-from .swin import Swin, SwinConfig
+from .spec import PretrainedTag, Variant, small_variant
+from .swin import SwinConfig
 from .tnt import TNTConfig
 from .vit import FMNIST_VIT, ViTConfig
 
-
-@dataclass(frozen=True)
-class LocalViTSwinConfig(SwinConfig):
-    """Swin with every block's feed-forward made local; stage width d gets SE reduction d // `se_divisor`."""
-
-    act: str = "hs+se"
-    se_divisor: int = 4
-    drop_path_rate: float = 0.1
-
-
-def build_localvit_swin(cfg: LocalViTSwinConfig) -> Swin:
-    """Swin whose blocks' `ffn` is the locality module on their (B, H, W, C) map (no norm2, no drop-path)."""
-
-    def ffn(dim: int, mlp_ratio: float) -> LocalityFeedForwardNHWC:
-        return LocalityFeedForwardNHWC(dim, mlp_ratio, Locality(cfg.act, dim // cfg.se_divisor))
-
-    return Swin(cfg, ffn_layer=ffn)
-
-
 _RELEASE = "https://github.com/ofsoundof/LocalViT/releases/download/v1.0.0/"
 _LICENSE = "Apache-2.0 (ofsoundof/LocalViT)"
+_SE = Locality("hs+se")  # SE reduction = the block's width (a 4-channel bottleneck in a 4x MLP)
 
 
-def _tag(filename: str, **kw: object) -> dict[str, PretrainedTag]:
-    """A release asset: downloaded by hand and passed as a path (official layout)."""
-    return {"in1k": PretrainedTag(url=_RELEASE + filename, crop_pct=0.875, license=_LICENSE, **kw)}
+def _release(cfg: object, params: float, gmacs: float, filename: str, alias: str = "") -> Variant:
+    """A variant whose weights are an official release asset, downloaded by hand and passed as a path;
+    `alias` is the official registered name where it differs."""
+    tags = {"in1k": PretrainedTag(url=_RELEASE + filename, crop_pct=0.875, license=_LICENSE)}
+    return Variant(cfg, tags, (alias,) if alias else (), params, gmacs)
 
 
-def _spec(name: str, family: str, cfg: object, params: float, gmacs: float, filename: str, alias: str = "") -> None:
-    """Registers a variant; `alias` is the official registered name where it differs."""
-    aliases = (alias,) if alias else ()
-    register(ModelSpec(name, family, cfg, _tag(filename), aliases=aliases, params_m=params, gmacs=gmacs))
+_T = ViTConfig(num_heads=4, locality=Locality("hs+se", 192))
+_T_SE4 = replace(_T, locality=Locality("hs+se", 4))
+_S = ViTConfig(embed_dim=384, num_heads=8, locality=Locality("hs+se", 384))
+_SWIN = SwinConfig(drop_path_rate=0.1, locality=Locality("hs+se", width_divisor=4))  # SE: 16 of each 4x MLP's channels
 
-
-_DEIT_T = ViTConfig(num_heads=4, locality=Locality("hs+se", 192))
-_spec("localvit_tiny", "vit", _DEIT_T, 5.91, 1.27, "localvit_t.pth", "localvit_tiny_mlp4_act3_r192")
-_spec(
-    "localvit_tiny_se4",
-    "vit",
-    ViTConfig(num_heads=4, locality=Locality("hs+se", 4)),
-    9.38,
-    1.27,
-    "localvit_t_se4.pth",
-    "localvit_tiny_mlp4_act3_r4",
-)
-_spec(
-    "localvit_small",
-    "vit",
-    ViTConfig(embed_dim=384, num_heads=8, locality=Locality("hs+se", 384)),
-    22.43,
-    4.62,
-    "localvit_s.pth",
-    "localvit_small_mlp4_act3_r384",
-)
-_spec(
-    "localvit_pvt_tiny",
-    "pvt",
-    PVTConfig(locality=Locality("hs+se")),
-    13.46,
-    1.98,
-    "localvit_pvt.pth",
-)
-_spec(
-    "localvit_tnt_tiny",
-    "tnt",
-    TNTConfig(locality=Locality("hs+se")),
-    6.26,
-    1.42,
-    "localvit_tnt.pth",
-    "localvit_tnt_t_patch16_224",
-)
-register_family(Family("localvit_swin", build_localvit_swin, SwinLocality))
-_spec(
-    "localvit_swin_tiny",
-    "localvit_swin",
-    LocalViTSwinConfig(),
-    29.08,
-    4.54,
-    "localvit_swin.pth",
-    "localvit_swin_tiny_patch4_window7_224",
-)
-
-# lgvit's own small LocalViT for 28-32 px images: `deit_fmnist` with the locality feed-forward (SE r=4),
-# so the pair isolates what the depth-wise conv adds. Not an official variant, no pretrained weights.
-register_small("localvit_fmnist", "vit", replace(FMNIST_VIT, locality=Locality("hs+se", 4)))
+VARIANTS: dict[str, Variant] = {
+    "localvit_tiny": _release(_T, 5.91, 1.27, "localvit_t.pth", "localvit_tiny_mlp4_act3_r192"),
+    "localvit_tiny_se4": _release(_T_SE4, 9.38, 1.27, "localvit_t_se4.pth", "localvit_tiny_mlp4_act3_r4"),
+    "localvit_small": _release(_S, 22.43, 4.62, "localvit_s.pth", "localvit_small_mlp4_act3_r384"),
+    "localvit_pvt_tiny": _release(PVTConfig(locality=_SE), 13.46, 1.98, "localvit_pvt.pth"),
+    "localvit_tnt_tiny": _release(
+        TNTConfig(locality=_SE), 6.26, 1.42, "localvit_tnt.pth", "localvit_tnt_t_patch16_224"
+    ),
+    "localvit_swin_tiny": _release(_SWIN, 29.08, 4.54, "localvit_swin.pth", "localvit_swin_tiny_patch4_window7_224"),
+    # lgvit's own small LocalViT for 28-32 px images: `deit_fmnist` with the locality feed-forward (SE r=4),
+    # so the pair isolates what the depth-wise conv adds. Not an official variant, no pretrained weights.
+    "localvit_fmnist": small_variant(replace(FMNIST_VIT, locality=Locality("hs+se", 4))),
+}

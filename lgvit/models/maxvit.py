@@ -14,17 +14,16 @@ Runs at any input size >= 32 without rebuilding (see docs/maxvit.md):
 At the native resolution none of these steps changes anything: the model equals timm's port.
 """
 
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..convert import maxvit as maxvit_convert
 from ..layers import (
+    Blocks,
+    ClassifierHead,
     Conv2dSame,
     DropPath,
     GELUTanh,
@@ -35,14 +34,13 @@ from ..layers import (
     grid_partition,
     grid_reverse,
     math_attention_enabled,
+    padding_mask,
     per_stage,
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone, stage_feature_info
-
-Size2 = tuple[int, int]
+from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
@@ -168,23 +166,6 @@ class MBConv(nn.Module):
         return F.conv2d(h, w2, t2, self.conv2_kxk.stride, 0, 1, self.conv2_kxk.groups)
 
 
-@lru_cache(maxsize=64)
-def padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> torch.Tensor | None:
-    """Additive (nW, N, N) mask that hides the zero padding of a `size` map from every query, or None if unpadded.
-
-    Windows are in the order of `grid_partition` (grid) or `window_partition` (block). Every window
-    keeps at least one valid key: padding is shorter than a window, and a grid window's first row
-    and column are valid. Cached: call it freely per forward.
-    """
-    valid = torch.ones(1, size[0], size[1], 1)
-    windows, padded = (grid_partition if grid else window_partition)(valid, part)  # (nW, N, 1)
-    if padded == tuple(size):
-        return None
-    hidden = windows.transpose(1, 2) == 0  # (nW, 1, N): True for padded keys
-    mask = torch.zeros(hidden.shape).masked_fill_(hidden, float("-inf"))  # (nW, 1, N)
-    return mask.expand(-1, part[0] * part[1], -1).to(device)  # (nW, N, N)
-
-
 class PartitionAttention(nn.Module):
     """Pre-norm attention + FFN on a (B, H, W, C) map cut into local blocks or a dilated grid."""
 
@@ -237,40 +218,12 @@ class MaxViTStage(nn.Module):
 
     def __init__(self, dim_in: int, dim: int, drop_paths: list[float], cfg: MaxViTConfig) -> None:
         super().__init__()
-        self.grad_checkpointing = False
-        self.blocks = nn.Sequential(
-            *(
-                MaxViTBlock(dim_in if j == 0 else dim, dim, 2 if j == 0 else 1, dp, cfg)
-                for j, dp in enumerate(drop_paths)
-            )
+        self.blocks = Blocks(
+            MaxViTBlock(dim_in if j == 0 else dim, dim, 2 if j == 0 else 1, dp, cfg) for j, dp in enumerate(drop_paths)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
-
-
-class NormMlpHead(nn.Module):
-    """Global average pool -> LayerNorm -> Linear + tanh (pre-logits) -> dropout -> Linear (`fc`)."""
-
-    def __init__(self, in_features: int, hidden: int, num_classes: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_features = hidden
-        self.norm = nn.LayerNorm(in_features, eps=1e-5)
-        self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(in_features, hidden), act=nn.Tanh()))
-        self.drop = nn.Dropout(drop)
-        self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.pre_logits(self.norm(x.mean((2, 3)))))  # (B, hidden)
-        return x if pre_logits else self.fc(x)
+        return self.blocks(x)
 
 
 def _drop_paths(rate: float, depths: tuple[int, ...]) -> list[float]:
@@ -296,7 +249,7 @@ class MaxViT(HierarchicalBackbone):
         dims = (cfg.stem_width, *cfg.embed_dims)
         self.stages = nn.Sequential(*(MaxViTStage(dims[i], dims[i + 1], drops[i], cfg) for i in range(len(cfg.depths))))
         self.feature_info = stage_feature_info(cfg.embed_dims, [2 ** (i + 2) for i in range(len(cfg.depths))])
-        self.head = NormMlpHead(dims[-1], dims[-1], cfg.num_classes, cfg.drop_rate)
+        self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate, norm=True, hidden=dims[-1])
         self.apply(_init_weights)
 
 
@@ -354,7 +307,7 @@ _XL = replace(_L, embed_dims=(192, 384, 768, 1536), stem_width=192)
 # figures. GMACs count the reference graph (`math_attention()`), whose bias lookup is the TensorFlow
 # one-hot einsum; lgvit's runtime path gathers instead and spends less (0.007 G at tiny-224, 0.38 G at
 # tiny-512, 2.35 G at xlarge-512).
-_VARIANTS = {
+_OFFICIAL = {
     "tiny": (_T, {224: (30.917, 5.552), 384: (30.977, 17.393), 512: (31.050, 33.250)}, ("in1k",), ("in1k",)),
     "small": (_S, {224: (68.928, 11.589), 384: (69.019, 35.67), 512: (69.128, 66.907)}, ("in1k",), ("in1k",)),
     "base": (
@@ -377,30 +330,27 @@ _VARIANTS = {
     ),
 }
 
-register_family(Family("maxvit", MaxViT, maxvit_convert))
-for _name, (_cfg, _figures, _tags224, _tags_ft) in _VARIANTS.items():
-    for _size, (_params, _gmacs) in _figures.items():
-        _timm = f"maxvit_{_name}_tf_{_size}"
-        _classes = 21843 if _tags224 == ("in21k",) and _size == 224 else 1000  # XL-224 is 21K-only
-        register(
-            ModelSpec(
-                f"maxvit_{_name}_{_size}",
-                "maxvit",
-                replace(_cfg, window_size=_size // 32, num_classes=_classes),
-                _tags(_timm, _size, _tags224 if _size == 224 else _tags_ft),
-                aliases=(_timm,) + ((f"maxvit_{_name}",) if _size == 224 else ()),
-                params_m=_params,
-                gmacs=_gmacs,
-                native_size=_size,
-                timm_name=_timm,
-            )
-        )
 
-# lgvit's own small MaxViT for 28-32 px images, at the compute of `gcvit_fmnist` (4.7 vs 4.8 MMACs at 28 px),
-# so the families can be compared on Fashion-MNIST (`lgvit train --model maxvit_fmnist`). Not an official
-# variant, no pretrained weights: a stride-2 stem and three one-block stages on 7x7 -> 4x4 -> 2x2 maps.
-register_small(
-    "maxvit_fmnist",
-    "maxvit",
-    MaxViTConfig(embed_dims=(24, 48, 96), depths=(1, 1, 1), stem_width=24, window_size=7, head_dim=12, mlp_ratio=2.0),
-)
+def _variant(name: str, size: int, cfg: MaxViTConfig, params: float, gmacs: float, tags: tuple[str, ...]) -> Variant:
+    timm_name = f"maxvit_{name}_tf_{size}"
+    classes = 21843 if tags == ("in21k",) and size == 224 else 1000  # XL-224 is 21K-only
+    aliases = (timm_name,) + ((f"maxvit_{name}",) if size == 224 else ())
+    cfg = replace(cfg, window_size=size // 32, num_classes=classes)
+    return Variant(cfg, _tags(timm_name, size, tags), aliases, params, gmacs, size, timm_name)
+
+
+VARIANTS: dict[str, Variant] = {
+    **{
+        f"maxvit_{name}_{size}": _variant(name, size, cfg, params, gmacs, tags224 if size == 224 else tags_ft)
+        for name, (cfg, figures, tags224, tags_ft) in _OFFICIAL.items()
+        for size, (params, gmacs) in figures.items()
+    },
+    # lgvit's own small MaxViT for 28-32 px images, at the compute of `gcvit_fmnist` (4.7 vs 4.8 MMACs at 28 px),
+    # so the families can be compared on Fashion-MNIST (`lgvit train --model maxvit_fmnist`). Not an official
+    # variant, no pretrained weights: a stride-2 stem and three one-block stages on 7x7 -> 4x4 -> 2x2 maps.
+    "maxvit_fmnist": small_variant(
+        MaxViTConfig(
+            embed_dims=(24, 48, 96), depths=(1, 1, 1), stem_width=24, window_size=7, head_dim=12, mlp_ratio=2.0
+        )
+    ),
+}

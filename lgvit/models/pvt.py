@@ -10,19 +10,29 @@ Layout: the official one (whai362/PVT, ofsoundof/LocalViT `pvt.py`) with `patch_
 multiples of 32: each stage's position embedding is resized bilinearly (as PVT's detection code).
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..convert import localvit as localvit_convert
-from ..layers import ClassifierHead, DropPath, attend, drop_path_rates, per_stage
-from ..layers.locality import FeedForwardMixin, Locality
-from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
-from ..registry import Family, ModelSpec, register, register_family
-from .base import stage_feature_info
-from .vit import EPS, TokenModel, init_weights, tokens_to_map
+from ..layers import (
+    Blocks,
+    ClassifierHead,
+    DropPath,
+    FeedForwardBlock,
+    Locality,
+    PatchEmbed,
+    TokenAttention,
+    drop_path_rates,
+    map_to_tokens,
+    per_stage,
+    resize_pos_embed,
+    tokens_to_map,
+)
+from .base import TokenModel, init_token_weights, stage_feature_info
+from .spec import Variant
+
+EPS = 1e-6  # the blocks' and final LayerNorm eps (the official PVT's, as DeiT's)
 
 
 @dataclass(frozen=True)
@@ -45,61 +55,22 @@ class PVTConfig:
     locality: Locality | None = None
 
 
-class SRAttention(nn.Module):
-    """Attention whose keys/values come from the (H, W) map reduced `sr` times (conv k=s=sr, then LN)."""
-
-    def __init__(self, dim: int, num_heads: int, sr: int, cfg: PVTConfig) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=cfg.qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=cfg.qkv_bias)
-        self.attn_drop = cfg.attn_drop_rate
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(cfg.drop_rate)
-        if sr > 1:
-            self.sr = nn.Conv2d(dim, dim, sr, sr)
-            self.norm = nn.LayerNorm(dim)  # eps 1e-5, as the official code
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        B, N, C = x.shape
-        q = split_heads(self.q(x), self.num_heads)  # (B, heads, N, d)
-        if hasattr(self, "sr"):
-            m = x.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # (B, C, H, W)
-            x = self.norm(self.sr(m).flatten(2).transpose(1, 2))  # (B, H*W/sr^2, C)
-        k, v = (split_heads(t, self.num_heads) for t in self.kv(x).chunk(2, dim=-1))  # each (B, heads, M, d)
-        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(merge_heads(out)))
-
-
-class Block(FeedForwardMixin):
+class Block(FeedForwardBlock):
     """Pre-norm block: x + drop_path(sr_attn(norm1(x))), then the residual feed-forward (MLP or locality)."""
 
     def __init__(self, cfg: PVTConfig, index: int, drop_path: float) -> None:
         super().__init__()
         dim = cfg.embed_dims[index]
         self.norm1 = nn.LayerNorm(dim, eps=EPS)
-        self.attn = SRAttention(dim, cfg.num_heads[index], cfg.sr_ratios[index], cfg)
+        self.attn = TokenAttention(
+            dim, cfg.num_heads[index], cfg.qkv_bias, "q_kv", cfg.sr_ratios[index], cfg.attn_drop_rate, cfg.drop_rate
+        )
         self.drop_path1 = DropPath(drop_path)
-        self._init_ffn(dim, cfg.mlp_ratios[index], cfg.locality, cfg.drop_rate, drop_path, EPS)
+        self.init_feed_forward(dim, cfg.mlp_ratios[index], cfg.locality, cfg.drop_rate, drop_path, EPS)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), hw))
         return self.feed_forward(x, hw, num_prefix)
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H/p * W/p, D) tokens (conv k=s=p, then LN) and the grid."""
-
-    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size)
-        self.norm = nn.LayerNorm(dim)  # eps 1e-5, as the official code
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)  # (B, D, H/p, W/p)
-        return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])  # (B, N, D)
 
 
 class PVTStage(nn.Module):
@@ -109,24 +80,20 @@ class PVTStage(nn.Module):
         super().__init__()
         dim_in = cfg.in_chans if index == 0 else cfg.embed_dims[index - 1]
         patch = cfg.patch_size if index == 0 else 2
-        self.patch_embed = PatchEmbed(dim_in, cfg.embed_dims[index], patch)
+        self.patch_embed = PatchEmbed(dim_in, cfg.embed_dims[index], patch, norm=True)  # eps 1e-5, as the official
         self.grid = (cfg.img_size // (cfg.patch_size * 2**index),) * 2
         self.num_prefix = int(cls_token)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + self.grid[0] ** 2, cfg.embed_dims[index]))
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        self.blocks = nn.ModuleList(Block(cfg, index, dp) for dp in drop_paths)
+        self.blocks = Blocks(Block(cfg, index, dp) for dp in drop_paths)
 
-    def forward(
-        self, x: torch.Tensor, cls: torch.Tensor | None, run: Callable[..., torch.Tensor]
-    ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(B, C, H, W) map -> (B, [1 +] N, D) tokens and their grid; `run(block, *args)` calls a block."""
-        x, hw = self.patch_embed(x)  # (B, N, D)
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, C, H, W) map -> (B, [1 +] N, D) tokens and their grid."""
+        x, hw = map_to_tokens(self.patch_embed(x))  # (B, N, D)
         if cls is not None:
             x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, self.num_prefix, "bilinear"))
-        for blk in self.blocks:
-            x = run(blk, x, hw, self.num_prefix)
-        return x, hw
+        return self.blocks(x, hw, self.num_prefix), hw
 
 
 class PVT(TokenModel):
@@ -148,11 +115,11 @@ class PVT(TokenModel):
         self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=EPS)
         self.head = ClassifierHead(cfg.embed_dims[-1], cfg.num_classes, cfg.drop_rate, pool="token")
         self.feature_info = stage_feature_info(cfg.embed_dims, [cfg.patch_size * 2**i for i in range(n)])
-        init_weights(self)
+        init_token_weights(self)
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         last = i == len(self.stages) - 1
-        return self.stages[i](x, self.cls_token if last else None, self.run_block)
+        return self.stages[i](x, self.cls_token if last else None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, 1 + H/32 * W/32, D) normalised last-stage tokens, the class token first."""
@@ -179,5 +146,5 @@ class PVT(TokenModel):
         return (self.norm(x) if last == n - 1 else x), feats
 
 
-register_family(Family("pvt", PVT, localvit_convert.pvt))
-register(ModelSpec("pvt_tiny", "pvt", PVTConfig(), params_m=13.23, gmacs=1.93))  # computed, official code
+# Variants: PVT-Tiny (no pretrained tag; params/GMACs computed from the official code). LocalViT-PVT is in localvit.py.
+VARIANTS: dict[str, Variant] = {"pvt_tiny": Variant(PVTConfig(), params_m=13.23, gmacs=1.93)}

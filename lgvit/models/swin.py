@@ -3,7 +3,8 @@
 A 4x4 patch embedding (+ LayerNorm) and four stages of blocks that attend inside non-overlapping
 windows; every second block first rolls the map by half a window so that windows straddle the
 previous partition, and masks the pairs the roll brought together. Stage i >= 1 starts with a
-2x2 patch merging (timm's placement; the official code merges at the end of stage i-1).
+2x2 patch merging (timm's placement; the official code merges at the end of stage i-1). With
+`locality` set, every block's feed-forward is LocalViT's (LocalViT-Swin, see localvit.py).
 
 Runs at any input size >= 32 without rebuilding (see docs/swin.md):
 - the image is zero-padded to a multiple of the patch size, and each merge pads odd maps to even;
@@ -15,19 +16,20 @@ At the native resolution none of these steps changes anything: the model equals 
 and timm's `swin_*`.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..convert import swin as swin_convert
 from ..layers import (
+    Blocks,
     ClassifierHead,
     DropPath,
-    Mlp,
+    FeedForwardBlock,
+    Locality,
+    PatchEmbed,
+    Size2,
     WindowAttention,
     drop_path_rates,
     per_stage,
@@ -35,11 +37,8 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from ..registry import Family, ModelSpec, PretrainedTag, register, register_family, register_small
 from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
-
-Size2 = tuple[int, int]
-FfnFactory = Callable[[int, float], nn.Module]
+from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
@@ -58,21 +57,7 @@ class SwinConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch x patch conv, then LayerNorm; pads the image to a multiple of the patch."""
-
-    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
-        super().__init__()
-        self.patch = patch
-        self.proj = nn.Conv2d(in_chans, dim, patch, patch)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, -x.shape[3] % self.patch, 0, -x.shape[2] % self.patch))
-        x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/p, W/p, C)
-        return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H/p, W/p), channels-last in memory
+    locality: Locality | None = None  # LocalViT's feed-forward in every block
 
 
 class PatchMerging(nn.Module):
@@ -99,41 +84,25 @@ def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
     return win, shift
 
 
-class SwinBlock(nn.Module):
-    """Pre-norm block on a (B, H, W, C) map: (shifted) window attention, then the feed-forward.
+class SwinBlock(FeedForwardBlock):
+    """Pre-norm block on a (B, H, W, C) map: (shifted) window attention, then the feed-forward (MLP or locality).
 
     Args:
         dim: channels.
         num_heads: attention heads.
         window: the window the bias table is built for.
         drop_path: stochastic-depth rate of both residual branches.
-        cfg: the model config (mlp ratio, qkv bias, dropouts).
-        ffn_layer: hook replacing the whole feed-forward sub-block (norm2 -> mlp -> drop-path ->
-            residual). Called as `ffn_layer(dim, cfg.mlp_ratio)`, the module maps the (B, H, W, C)
-            map to a (B, H, W, C) map *including* its residual: LocalViT-Swin's locality FFN.
-            None: the standard LayerNorm + `Mlp` branch (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`).
+        cfg: the model config (mlp ratio, qkv bias, dropouts, locality).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        drop_path: float,
-        cfg: SwinConfig,
-        ffn_layer: FfnFactory | None = None,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, window: int, drop_path: float, cfg: SwinConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim, num_heads, (window, window), cfg.qkv_bias, attn_drop=cfg.attn_drop_rate, proj_drop=cfg.drop_rate
         )
         self.drop_path1 = DropPath(drop_path)
-        self.ffn = ffn_layer(dim, cfg.mlp_ratio) if ffn_layer is not None else None
-        if self.ffn is None:
-            self.norm2 = nn.LayerNorm(dim)
-            self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)
-            self.drop_path2 = DropPath(drop_path)
+        self.init_feed_forward(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, eps=1e-5)
 
     def _attn(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         size = (x.shape[1], x.shape[2])
@@ -144,30 +113,18 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H, W, C); `window`/`shift` from `stage_window`; `mask` from `shifted_window_mask`."""
         x = x + self.drop_path1(self._attn(self.norm1(x), window, shift, mask))
-        if self.ffn is not None:
-            return self.ffn(x)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        return self.feed_forward(x)
 
 
 class SwinStage(nn.Module):
     """[PatchMerging] -> blocks (regular, shifted, regular, ...) -> [final norm]; NCHW in and out."""
 
-    def __init__(
-        self,
-        dim_in: int,
-        dim: int,
-        index: int,
-        drop_paths: list[float],
-        cfg: SwinConfig,
-        last: bool,
-        ffn_layer: FfnFactory | None = None,
-    ) -> None:
+    def __init__(self, dim_in: int, dim: int, index: int, drop_paths: list[float], cfg: SwinConfig, last: bool) -> None:
         super().__init__()
         self.window = cfg.window_size
-        self.grad_checkpointing = False
         self.downsample = PatchMerging(dim_in, dim) if index > 0 else nn.Identity()
         heads = cfg.num_heads[index]
-        self.blocks = nn.ModuleList(SwinBlock(dim, heads, self.window, dp, cfg, ffn_layer) for dp in drop_paths)
+        self.blocks = Blocks(SwinBlock(dim, heads, self.window, dp, cfg) for dp in drop_paths)
         self.norm = nn.LayerNorm(dim) if last else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,23 +133,14 @@ class SwinStage(nn.Module):
         window, shift = stage_window(size, self.window)
         for j, blk in enumerate(self.blocks):
             s = shift if j % 2 else (0, 0)
-            args = (window, s, shifted_window_mask(size, window, s, x.device))
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, *args, use_reentrant=False)
-            else:
-                x = blk(x, *args)
+            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device))
         return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
 class Swin(HierarchicalBackbone):
-    """Swin Transformer classifier and backbone; see the module docstring.
+    """Swin Transformer (and LocalViT-Swin) classifier and backbone; see the module docstring."""
 
-    Args:
-        cfg: the hyper-parameters.
-        ffn_layer: optional replacement of every block's feed-forward sub-block (see `SwinBlock`).
-    """
-
-    def __init__(self, cfg: SwinConfig, ffn_layer: FfnFactory | None = None) -> None:
+    def __init__(self, cfg: SwinConfig) -> None:
         super().__init__()
         n = len(cfg.depths)
         if len(cfg.num_heads) != n:
@@ -202,9 +150,9 @@ class Swin(HierarchicalBackbone):
         self.min_size = cfg.patch_size * 2 ** (n - 1)
         dims = [cfg.embed_dim * 2**i for i in range(n)]
         drops = per_stage(drop_path_rates(cfg.drop_path_rate, cfg.depths), cfg.depths)
-        self.stem = PatchEmbed(cfg.in_chans, dims[0], cfg.patch_size)
+        self.stem = PatchEmbed(cfg.in_chans, dims[0], cfg.patch_size, norm=True)
         self.stages = nn.Sequential(
-            *(SwinStage(dims[max(i - 1, 0)], dims[i], i, drops[i], cfg, i == n - 1, ffn_layer) for i in range(n))
+            *(SwinStage(dims[max(i - 1, 0)], dims[i], i, drops[i], cfg, i == n - 1) for i in range(n))
         )
         self.feature_info = stage_feature_info(dims, [cfg.patch_size * 2**i for i in range(n)])
         self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
@@ -233,21 +181,9 @@ def _tags(timm_name: str, size: int, names: tuple[str, ...]) -> dict[str, Pretra
     }
 
 
-def _spec(name: str, cfg: SwinConfig, params: float, gmacs: float, tags: tuple[str, ...], size: int = 224) -> None:
+def _variant(name: str, cfg: SwinConfig, params: float, gmacs: float, tags: tuple[str, ...], size: int) -> Variant:
     timm_name = f"{name.removesuffix('_384')}_patch4_window{cfg.window_size}_{size}"
-    register(
-        ModelSpec(
-            name,
-            "swin",
-            cfg,
-            _tags(timm_name, size, tags),
-            aliases=(timm_name,),
-            params_m=params,
-            gmacs=gmacs,
-            native_size=size,
-            timm_name=timm_name,
-        )
-    )
+    return Variant(cfg, _tags(timm_name, size, tags), (timm_name,), params, gmacs, size, timm_name)
 
 
 _T = SwinConfig()
@@ -255,16 +191,22 @@ _S = replace(_T, depths=(2, 2, 18, 2), drop_path_rate=0.3)
 _B = replace(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
 _L = replace(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.2)
 _22K = ("ms_in22k_ft_in1k", "ms_in1k", "ms_in22k")
+_L22K = ("ms_in22k_ft_in1k", "ms_in22k")
 
-register_family(Family("swin", Swin, swin_convert))
-_spec("swin_tiny", _T, 28.288, 4.491, ("ms_in1k", "ms_in22k_ft_in1k", "ms_in22k"))
-_spec("swin_small", _S, 49.606, 8.741, _22K)
-_spec("swin_base", _B, 87.768, 15.431, _22K)
-_spec("swin_base_384", replace(_B, window_size=12), 87.904, 47.083, _22K, size=384)
-_spec("swin_large", _L, 196.532, 34.476, ("ms_in22k_ft_in1k", "ms_in22k"))
-_spec("swin_large_384", replace(_L, window_size=12), 196.736, 103.919, ("ms_in22k_ft_in1k", "ms_in22k"), size=384)
+# name: config, params M, GMACs, pretrained tags, native size
+_OFFICIAL = {
+    "swin_tiny": (_T, 28.288, 4.491, ("ms_in1k", "ms_in22k_ft_in1k", "ms_in22k"), 224),
+    "swin_small": (_S, 49.606, 8.741, _22K, 224),
+    "swin_base": (_B, 87.768, 15.431, _22K, 224),
+    "swin_base_384": (replace(_B, window_size=12), 87.904, 47.083, _22K, 384),
+    "swin_large": (_L, 196.532, 34.476, _L22K, 224),
+    "swin_large_384": (replace(_L, window_size=12), 196.736, 103.919, _L22K, 384),
+}
 
-# lgvit's own small Swin for 28-32 px images, at the compute of `gcvit_fmnist` (4.3 vs 4.8 MMACs at 28 px),
-# so the families can be compared on Fashion-MNIST (`lgvit train --model swin_fmnist`). Not an official
-# variant, no pretrained weights: patch 4 gives a 7x7 -> 4x4 -> 2x2 map, the first stage one whole window.
-register_small("swin_fmnist", "swin", SwinConfig(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), mlp_ratio=3.0))
+VARIANTS: dict[str, Variant] = {
+    **{name: _variant(name, *row) for name, row in _OFFICIAL.items()},
+    # lgvit's own small Swin for 28-32 px images, at the compute of `gcvit_fmnist` (4.3 vs 4.8 MMACs at 28 px),
+    # so the families can be compared on Fashion-MNIST (`lgvit train --model swin_fmnist`). Not an official
+    # variant, no pretrained weights: patch 4 gives a 7x7 -> 4x4 -> 2x2 map, the first stage one whole window.
+    "swin_fmnist": small_variant(SwinConfig(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), mlp_ratio=3.0)),
+}

@@ -17,12 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert import localvit as localvit_convert
-from ..layers import ClassifierHead, DropPath, Mlp, attend, drop_path_rates
-from ..layers.locality import FeedForwardMixin, Locality
-from ..layers.tokens import merge_heads, resize_pos_embed, split_heads
-from ..registry import Family, ModelSpec, register, register_family
-from .vit import BlockStack, init_weights
+from ..layers import (
+    Blocks,
+    ClassifierHead,
+    DropPath,
+    FeedForwardBlock,
+    Locality,
+    Mlp,
+    TokenAttention,
+    drop_path_rates,
+    resize_pos_embed,
+)
+from .base import BlockStack, init_token_weights
+from .spec import Variant
 
 EPS = 1e-5  # TNT's LayerNorm eps (torch's default)
 
@@ -49,43 +56,22 @@ class TNTConfig:
     locality: Locality | None = None
 
 
-class Attention(nn.Module):
-    """TNT's attention: `qk` and `v` projections (official keys), then `proj`."""
-
-    def __init__(self, dim: int, num_heads: int, cfg: TNTConfig) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.qk = nn.Linear(dim, dim * 2, bias=cfg.qkv_bias)
-        self.v = nn.Linear(dim, dim, bias=cfg.qkv_bias)
-        self.attn_drop = cfg.attn_drop_rate
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(cfg.drop_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k = (split_heads(t, self.num_heads) for t in self.qk(x).chunk(2, dim=-1))  # each (B, heads, N, d)
-        v = split_heads(self.v(x), self.num_heads)  # (B, heads, N, d)
-        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(merge_heads(out)))
-
-
-class Block(FeedForwardMixin):
+class Block(FeedForwardBlock):
     """Inner (pixel) attention + MLP, pixels -> patch update, outer attention + feed-forward."""
 
     def __init__(self, cfg: TNTConfig, num_pixel: int, drop_path: float) -> None:
         super().__init__()
         dim, inner = cfg.embed_dim, cfg.inner_dim
         self.norm_in = nn.LayerNorm(inner, eps=EPS)
-        self.attn_in = Attention(inner, cfg.inner_num_heads, cfg)
+        self.attn_in = _attention(inner, cfg.inner_num_heads, cfg)
         self.norm_mlp_in = nn.LayerNorm(inner, eps=EPS)
         self.mlp_in = Mlp(inner, inner * 4, drop=cfg.drop_rate)
         self.norm1_proj = nn.LayerNorm(inner, eps=EPS)
         self.proj = nn.Linear(inner * num_pixel, dim)
         self.norm_out = nn.LayerNorm(dim, eps=EPS)
-        self.attn_out = Attention(dim, cfg.num_heads, cfg)
+        self.attn_out = _attention(dim, cfg.num_heads, cfg)
         self.drop_path = DropPath(drop_path)
-        self._init_ffn(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, EPS)
+        self.init_feed_forward(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, EPS)
 
     def forward(
         self, pixels: torch.Tensor, patches: torch.Tensor, hw: tuple[int, int]
@@ -98,6 +84,11 @@ class Block(FeedForwardMixin):
         patches = torch.cat([patches[:, :1], patches[:, 1:] + update], dim=1)  # (B, 1 + N, C)
         patches = patches + self.drop_path(self.attn_out(self.norm_out(patches)))
         return pixels, self.feed_forward(patches, hw, num_prefix=1)
+
+
+def _attention(dim: int, num_heads: int, cfg: TNTConfig) -> TokenAttention:
+    """TNT's attention: `qk` and `v` projections (official keys), then `proj`."""
+    return TokenAttention(dim, num_heads, cfg.qkv_bias, "qk_v", 1, cfg.attn_drop_rate, cfg.drop_rate)
 
 
 class PixelEmbed(nn.Module):
@@ -137,13 +128,13 @@ class TNT(BlockStack):
         self.pixel_pos = nn.Parameter(torch.zeros(1, cfg.inner_dim, side, side))
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         dpr = drop_path_rates(cfg.drop_path_rate, (cfg.depth,))
-        self.blocks = nn.ModuleList(Block(cfg, num_pixel, dp) for dp in dpr)
+        self.blocks = Blocks(Block(cfg, num_pixel, dp) for dp in dpr)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=EPS)
         self.head = ClassifierHead(cfg.embed_dim, cfg.num_classes, cfg.drop_rate, pool="token")
         self.feature_info = [
             dict(num_chs=cfg.embed_dim, reduction=cfg.patch_size, module=f"blocks.{i}") for i in range(cfg.depth)
         ]
-        init_weights(self)
+        init_token_weights(self)
 
     def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]:
         """Image -> (pixel tokens (B*N, P, c), patch tokens (B, 1 + N, C)) and the patch grid."""
@@ -155,5 +146,5 @@ class TNT(BlockStack):
         return (pixels, self.pos_drop(patches + resize_pos_embed(self.patch_pos, self.grid, hw, 1))), hw
 
 
-register_family(Family("tnt", TNT, localvit_convert.tnt))
-register(ModelSpec("tnt_tiny", "tnt", TNTConfig(), aliases=("tnt_t_patch16_224",), params_m=6.07, gmacs=1.40))
+# Variants: TNT-Tiny (no pretrained tag; params/GMACs computed from the official code). LocalViT-TNT is in localvit.py.
+VARIANTS: dict[str, Variant] = {"tnt_tiny": Variant(TNTConfig(), {}, ("tnt_t_patch16_224",), 6.07, 1.40)}

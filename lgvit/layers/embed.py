@@ -1,0 +1,37 @@
+"""Patch embedding: the non-overlapping strided conv that turns an image into a map of patch tokens."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """patch x patch conv, stride patch (`proj`), then an optional LayerNorm (`norm`): image -> NCHW map.
+
+    Sides that are not multiples of the patch are zero-padded at the bottom and right (Swin); the
+    token models check their input instead, so they never pad. With `norm` the map is normalised
+    over channels and is channels-last in memory.
+
+    Args:
+        in_chans: image channels.
+        dim: output channels.
+        patch: patch side (kernel and stride).
+        norm: LayerNorm the patch tokens.
+        eps: the LayerNorm's eps.
+    """
+
+    def __init__(self, in_chans: int, dim: int, patch: int, norm: bool = False, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(in_chans, dim, patch, patch)
+        self.norm = nn.LayerNorm(dim, eps=eps) if norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, dim, ceil(H/p), ceil(W/p)) map."""
+        pad_h, pad_w = -x.shape[2] % self.patch, -x.shape[3] % self.patch
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x)  # (B, D, H/p, W/p)
+        if self.norm is None:
+            return x
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, D, H/p, W/p), channels-last in memory
