@@ -1,6 +1,9 @@
-"""lgvit: local-global vision transformers, exact against the reference code, at any input size."""
+"""lgvit: local-global vision transformers, exact against the reference code, at any input size.
 
-from . import models  # noqa: F401  (registers the variants)
+The public API: build a registered model, load and save weights. The rooms behind it and what each
+may import are in docs/architecture.md.
+"""
+
 from .convert import CheckpointError
 from .factory import create_model, load_weights, read_state_dict, save_weights
 from .registry import get_spec, list_models

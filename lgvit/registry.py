@@ -19,6 +19,7 @@ from .convert import localvit as localvit_keys
 from .convert import maxvit as maxvit_keys
 from .convert import swin as swin_keys
 from .models import gcvit, localvit, maxvit, pvt, swin, tnt, vit
+from .models.base import ClassifierConfig
 from .models.spec import Variant
 
 
@@ -35,8 +36,8 @@ class Family:
     """A model family: the config class that marks its variants, its model class and its checkpoint converter."""
 
     name: str
-    config: type
-    builder: Callable[[object], nn.Module]
+    config: type[ClassifierConfig]
+    builder: Callable[[ClassifierConfig], nn.Module]
     converter: Converter
 
 
@@ -93,7 +94,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
-def build_config(spec: ModelSpec, overrides: dict) -> object:
+def build_config(spec: ModelSpec, overrides: dict) -> ClassifierConfig:
     """The spec's config with `overrides` applied; an unknown key raises with the closest valid keys."""
     valid = [f.name for f in dataclasses.fields(spec.config)]
     for key in overrides:

@@ -1,4 +1,4 @@
-"""Stochastic depth."""
+"""Stochastic depth: DropPath and the per-block drop rates of a model."""
 
 import itertools
 

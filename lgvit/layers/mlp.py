@@ -1,4 +1,4 @@
-"""Feed-forward and layer scale."""
+"""The transformer feed-forward (Linear -> GELU -> Linear) and layer scale."""
 
 from collections.abc import Callable
 from functools import partial

@@ -1,4 +1,4 @@
-"""Normalisation layers."""
+"""LayerNorm over the channels of an NCHW map."""
 
 import torch
 import torch.nn.functional as F

@@ -1,11 +1,26 @@
 """What every family's model shares: timm's model interface, the hierarchical and token-model bases, init helpers."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..layers import Blocks, ClassifierHead, feature_indices, tokens_to_map
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The fields every family's config has (its own fields follow): image channels, classes, regularisation.
+
+    `lgvit train` and `small_variant` set these on any family's config.
+    """
+
+    in_chans: int = 3
+    num_classes: int = 1000
+    drop_rate: float = 0.0  # dropout on projections, MLPs and before the classifier
+    attn_drop_rate: float = 0.0  # dropout on the attention weights
+    drop_path_rate: float = 0.1  # stochastic depth of the last block (linear from 0)
 
 
 class ClassifierModel(nn.Module):

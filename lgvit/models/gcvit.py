@@ -36,12 +36,12 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
+from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info, trunc_normal_init
 from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
-class GCViTConfig:
+class GCViTConfig(ClassifierConfig):
     """GC ViT hyper-parameters. Stage i has `embed_dim * 2**i` channels."""
 
     embed_dim: int = 64
@@ -51,10 +51,6 @@ class GCViTConfig:
     mlp_ratio: float = 3.0
     layer_scale: float | None = None
     img_size: int = 224  # native resolution: sets how many fused-MBConvs each global-query generator has
-    in_chans: int = 3
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
 

@@ -39,12 +39,12 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import HierarchicalBackbone, stage_feature_info
+from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info
 from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
-class MaxViTConfig:
+class MaxViTConfig(ClassifierConfig):
     """MaxViT hyper-parameters (the TensorFlow model's)."""
 
     embed_dims: tuple[int, ...] = (64, 128, 256, 512)
@@ -55,10 +55,6 @@ class MaxViTConfig:
     mlp_ratio: float = 4.0
     expand_ratio: float = 4.0  # MBConv hidden width, times the block's *output* width
     se_ratio: float = 0.25  # SE width, times the block's output width
-    in_chans: int = 3
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.2
 
 

@@ -29,14 +29,14 @@ from ..layers import (
     resize_pos_embed,
     tokens_to_map,
 )
-from .base import TokenModel, init_token_weights, stage_feature_info
+from .base import ClassifierConfig, TokenModel, init_token_weights, stage_feature_info
 from .spec import Variant
 
 EPS = 1e-6  # the blocks' and final LayerNorm eps (the official PVT's, as DeiT's)
 
 
 @dataclass(frozen=True)
-class PVTConfig:
+class PVTConfig(ClassifierConfig):
     """PVT hyper-parameters, one entry per stage; `locality=None` gives the plain MLP."""
 
     embed_dims: tuple[int, ...] = (64, 128, 320, 512)
@@ -46,12 +46,7 @@ class PVTConfig:
     sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
     patch_size: int = 4  # the first stage's; later stages embed 2x2 patches
     img_size: int = 224  # native resolution: the position embeddings' grids
-    in_chans: int = 3
-    num_classes: int = 1000
     qkv_bias: bool = True
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
     locality: Locality | None = None
 
 

@@ -7,6 +7,7 @@ variant is one entry there.
 from dataclasses import dataclass, field, replace
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from .base import ClassifierConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class PretrainedTag:
 class Variant:
     """One variant of a family: its config, pretrained tags (the first is the default) and the official figures."""
 
-    config: object  # the family's frozen config dataclass: it also tells the registry the family
+    config: ClassifierConfig  # the family's config; its class tells the registry the family
     tags: dict[str, PretrainedTag] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     params_m: float | None = None  # official parameter count (M)
@@ -47,7 +48,7 @@ class Variant:
         return next(iter(self.tags), None)
 
 
-def small_variant(cfg: object) -> Variant:
+def small_variant(cfg: ClassifierConfig) -> Variant:
     """One of lgvit's own configs for 28-32 px images (the Fashion-MNIST comparisons): `cfg` with 1 channel,
     10 classes and no drop-path, native size 28; no official figures or weights."""
     return Variant(replace(cfg, in_chans=1, num_classes=10, drop_path_rate=0.0), native_size=28)

@@ -37,12 +37,12 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import HierarchicalBackbone, stage_feature_info, trunc_normal_init
+from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info, trunc_normal_init
 from .spec import PretrainedTag, Variant, small_variant
 
 
 @dataclass(frozen=True)
-class SwinConfig:
+class SwinConfig(ClassifierConfig):
     """Swin hyper-parameters. Stage i has `embed_dim * 2**i` channels."""
 
     embed_dim: int = 96
@@ -51,10 +51,6 @@ class SwinConfig:
     window_size: int = 7
     patch_size: int = 4
     mlp_ratio: float = 4.0
-    in_chans: int = 3
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
     locality: Locality | None = None  # LocalViT's feed-forward in every block

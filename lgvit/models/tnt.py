@@ -28,14 +28,14 @@ from ..layers import (
     drop_path_rates,
     resize_pos_embed,
 )
-from .base import BlockStack, init_token_weights
+from .base import BlockStack, ClassifierConfig, init_token_weights
 from .spec import Variant
 
 EPS = 1e-5  # TNT's LayerNorm eps (torch's default)
 
 
 @dataclass(frozen=True)
-class TNTConfig:
+class TNTConfig(ClassifierConfig):
     """TNT hyper-parameters; `locality=None` gives the plain outer MLP."""
 
     embed_dim: int = 192
@@ -47,12 +47,7 @@ class TNTConfig:
     patch_size: int = 16
     pixel_stride: int = 4  # the pixel conv's stride: a patch has (patch_size / pixel_stride)^2 pixels
     img_size: int = 224  # native resolution: the patch position embedding's grid
-    in_chans: int = 3
-    num_classes: int = 1000
     qkv_bias: bool = False
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
     locality: Locality | None = None
 
 

@@ -25,14 +25,14 @@ from ..layers import (
     map_to_tokens,
     resize_pos_embed,
 )
-from .base import BlockStack, init_token_weights
+from .base import BlockStack, ClassifierConfig, init_token_weights
 from .spec import PretrainedTag, Variant, small_variant
 
 EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ClassifierConfig):
     """DeiT / LocalViT hyper-parameters; `locality=None` gives the plain MLP."""
 
     embed_dim: int = 192
@@ -41,12 +41,7 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     patch_size: int = 16
     img_size: int = 224  # native resolution: the position embedding's grid
-    in_chans: int = 3
-    num_classes: int = 1000
     qkv_bias: bool = True
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
     locality: Locality | None = None
 
 
