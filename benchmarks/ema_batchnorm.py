@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 import lgvit.training.loop as loop
 from lgvit.data import DataBundle
-from lgvit.engine import StepOptions, evaluate
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
 from lgvit.training.ema import ModelEma
+from lgvit.training.engine import StepOptions, evaluate
 
 
 class CopyingEma(ModelEma):

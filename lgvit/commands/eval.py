@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import build_data
-    from ..engine import StepOptions, evaluate
     from ..training.distributed import Dist
+    from ..training.engine import StepOptions, evaluate
     from ..training.inference import from_checkpoint
     from ..training.report import per_class_table, plot_confusion
 

@@ -17,13 +17,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 
 from ..data import AugmentConfig, DataBundle, build_data, mix_transform
-from ..engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from ..factory import create_model
 from ..registry import get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
 from .ema import ModelEma
+from .engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from .optim import build_optimizer, warmup_cosine
 from .report import MetricsLog, plot_confusion, plot_curves, write_summary
 

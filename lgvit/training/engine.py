@@ -1,4 +1,4 @@
-"""One training epoch and one evaluation pass; the loop around them is lgvit.training."""
+"""One training epoch and one evaluation pass; the loop around them is `loop.py`."""
 
 import contextlib
 import time
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .training.distributed import Dist, all_sum
+from .distributed import Dist, all_sum
 
 
 @dataclass
