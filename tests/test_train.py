@@ -17,7 +17,7 @@ from test_data import SHAPES, make_idx_dir, make_image_folder, pattern_images
 from lgvit import CheckpointError, create_model
 from lgvit.cli import main
 from lgvit.data import build_data
-from lgvit.flops import count_macs
+from lgvit.tools.flops import count_macs
 from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
@@ -179,7 +179,7 @@ def test_cli_errors(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(["predict", "--pretrained", best, "--model", "gcvit_fmnist", best]) == 2  # 4 classes, not 10
     assert "wrong shape (2): head.fc.bias" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="does not fit"):
-        from lgvit.training.inference import from_checkpoint
+        from lgvit.tools.inference import from_checkpoint
 
         ckpt = load_checkpoint(best)
         ckpt["model"].pop("head.fc.weight")
@@ -203,7 +203,7 @@ def test_model_kwargs_reach_the_model_and_its_checkpoint(shapes_idx: Path, tmp_p
     cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path), epochs=1, model_kwargs=kwargs, **FAST)
     result = train(cfg)
     assert result.model.stem.conv1.out_channels == 16
-    from lgvit.training.inference import from_checkpoint
+    from lgvit.tools.inference import from_checkpoint
 
     loaded = from_checkpoint(str(tmp_path / "best.pt"))
     assert (loaded.model.stem.conv1.out_channels, loaded.img_size) == (16, 32)

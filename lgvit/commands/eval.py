@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import build_data
+    from ..tools.inference import from_checkpoint
     from ..training.distributed import Dist
     from ..training.engine import StepOptions, evaluate
-    from ..training.inference import from_checkpoint
     from ..training.report import per_class_table, plot_confusion
 
     loaded = from_checkpoint(args.checkpoint, args.weights)
