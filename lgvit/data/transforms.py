@@ -1,5 +1,5 @@
-"""Train and evaluation transforms (torchvision transforms v2), the augmentation choices (`AUGMENTS`,
-`AugmentConfig`) and the batch-level MixUp/CutMix."""
+"""Train and evaluation transforms (torchvision transforms v2), the augmentation choices and their defaults
+(`AUGMENTS`, `AugmentConfig`, also the `lgvit train` defaults), and the batch-level MixUp/CutMix."""
 
 from dataclasses import dataclass
 
@@ -11,11 +11,14 @@ AUGMENTS = ("trivial", "randaug", "none")
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation; `build_data(..., augment=None)` gives evaluation transforms only."""
+    """Training-time augmentation; `build_data(..., augment=None)` gives evaluation transforms only.
 
-    augment: str = "trivial"
-    magnitude: int = 9
-    erase_prob: float = 0.25
+    The defaults are the `lgvit train` defaults (TrainConfig takes them from here).
+    """
+
+    augment: str = "none"  # one of AUGMENTS
+    magnitude: int = 9  # RandAugment magnitude
+    erase_prob: float = 0.0  # random-erasing probability
 
 
 def _augment(name: str, magnitude: int) -> list[v2.Transform]:
