@@ -6,24 +6,26 @@ One `lgvit train` run keeps three EMAs of the same raw weights and evaluates eac
   recal - `copy` with its statistics recomputed on 61 training batches of 256 before evaluating.
 The raw and `avg` columns are the run's own metrics.csv; all three go to OUT/ema_batchnorm.jsonl.
 
-    python benchmarks/ema_batchnorm.py [--model maxvit_fmnist] [--epochs 16] [--decay 0.9995] [--output OUT]
+    python benchmarks/ema_batchnorm.py [--model maxvit_fmnist] [--epochs 16] [--decay 0.9995] [--data DIR]
+        [--output OUT]
 """
 
 import argparse
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-import lgvit.training.loop as loop
-from lgvit.data import DataBundle
-from lgvit.engine import StepOptions, evaluate
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
 from lgvit.training.ema import ModelEma
+from lgvit.training.engine import StepOptions, evaluate
+from lgvit.training.loop import train, train_data
 
 
 class CopyingEma(ModelEma):
@@ -58,40 +60,43 @@ def recalibrated(model: nn.Module, train: Dataset, batches: int = 61) -> nn.Modu
     return model.eval()
 
 
+class ThreeEmas:
+    """The run's EMA factory and evaluation: evaluating the EMA also evaluates `copy` and `recal` and logs all three."""
+
+    def __init__(self, train: Dataset, log: TextIO) -> None:
+        self.train, self.log, self.ema = train, log, None
+
+    def make_ema(self, model: nn.Module, decay: float) -> CopyingEma:
+        self.ema = CopyingEma(model, decay)
+        return self.ema
+
+    def evaluate(self, model: nn.Module, val: Iterable, n: int, opts: StepOptions, d: Dist) -> dict:
+        result = evaluate(model, val, n, opts, d)
+        if self.ema is not None and model is self.ema.module:
+            row = {"updates": self.ema.updates, "avg": result["top1"]}
+            row["copy"] = evaluate(self.ema.copying, val, n, opts, d)["top1"]
+            row["recal"] = evaluate(recalibrated(self.ema.copying, self.train), val, n, opts, d)["top1"]
+            self.log.write(json.dumps(row) + "\n")
+            self.log.flush()
+            print(row)
+        return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="maxvit_fmnist")
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--decay", type=float, default=0.9995)
+    p.add_argument("--data", default=None, help="IDX folder or ImageFolder tree (default: Fashion-MNIST)")
     p.add_argument("--output", default="runs/ema_batchnorm")
     args = p.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    log, state = (out / "ema_batchnorm.jsonl").open("a"), {}
-
-    def make_ema(model: nn.Module, decay: float) -> CopyingEma:
-        state["ema"] = CopyingEma(model, decay)
-        return state["ema"]
-
-    def build_data(*a: object, **k: object) -> DataBundle:  # the loop's call, unchanged
-        state["data"] = loop_build_data(*a, **k)
-        return state["data"]
-
-    def evaluate_all(model: nn.Module, val: DataLoader, n: int, opts: StepOptions, d: Dist) -> dict:
-        result = evaluate(model, val, n, opts, d)
-        ema = state.get("ema")
-        if ema is not None and model is ema.module:
-            row = {"updates": ema.updates, "avg": result["top1"]}
-            row["copy"] = evaluate(ema.copying, val, n, opts, d)["top1"]
-            row["recal"] = evaluate(recalibrated(ema.copying, state["data"].train), val, n, opts, d)["top1"]
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            print(row)
-        return result
-
-    loop_build_data = loop.build_data
-    loop.ModelEma, loop.build_data, loop.evaluate = make_ema, build_data, evaluate_all
-    loop.train(TrainConfig(model=args.model, epochs=args.epochs, ema_decay=args.decay, output=str(out)))
+    cfg = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, ema_decay=args.decay, output=str(out))
+    data = train_data(cfg)  # the loop's own data, built here for the recalibration's training batches
+    with (out / "ema_batchnorm.jsonl").open("a") as log:
+        emas = ThreeEmas(data.train, log)
+        train(cfg, ema=emas.make_ema, evaluate=emas.evaluate, data=data)
 
 
 if __name__ == "__main__":

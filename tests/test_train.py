@@ -16,12 +16,13 @@ from test_data import SHAPES, make_idx_dir, make_image_folder, pattern_images
 
 from lgvit import CheckpointError, create_model
 from lgvit.cli import main
-from lgvit.data import build_data
-from lgvit.flops import count_macs
+from lgvit.data import AugmentConfig, build_data
+from lgvit.tools.flops import count_macs
 from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
 from lgvit.training.ema import ModelEma
+from lgvit.training.engine import evaluate
 from lgvit.training.loop import SignalStop, train, train_sampler
 
 FAST = dict(batch_size=32, threads=1, workers=0, lr=3e-3, warmup_epochs=0.2, ema_decay=0.9, drop_path=0.0)
@@ -179,7 +180,7 @@ def test_cli_errors(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(["predict", "--pretrained", best, "--model", "gcvit_fmnist", best]) == 2  # 4 classes, not 10
     assert "wrong shape (2): head.fc.bias" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="does not fit"):
-        from lgvit.training.inference import from_checkpoint
+        from lgvit.tools.inference import from_checkpoint
 
         ckpt = load_checkpoint(best)
         ckpt["model"].pop("head.fc.weight")
@@ -203,7 +204,7 @@ def test_model_kwargs_reach_the_model_and_its_checkpoint(shapes_idx: Path, tmp_p
     cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path), epochs=1, model_kwargs=kwargs, **FAST)
     result = train(cfg)
     assert result.model.stem.conv1.out_channels == 16
-    from lgvit.training.inference import from_checkpoint
+    from lgvit.tools.inference import from_checkpoint
 
     loaded = from_checkpoint(str(tmp_path / "best.pt"))
     assert (loaded.model.stem.conv1.out_channels, loaded.img_size) == (16, 32)
@@ -211,6 +212,31 @@ def test_model_kwargs_reach_the_model_and_its_checkpoint(shapes_idx: Path, tmp_p
         train(replace(cfg, model_kwargs="embed_dim=24", resume="auto"))
     with pytest.raises(ValueError, match="KEY=VALUE"):
         train(replace(cfg, model_kwargs="embed_dim"))
+
+
+def test_train_takes_its_ema_evaluation_and_data_as_parameters(shapes_idx: Path, tmp_path: Path) -> None:
+    data = build_data(str(shapes_idx), 32, 3, AugmentConfig())  # not gcvit_fmnist's native 28 px and 1 channel
+    data.train = torch.utils.data.Subset(data.train, range(64))  # 2 batches of 32, not the folder's 8
+    data.classes = ["a", "b", "c", "d"]
+    emas, calls = [], []
+
+    def make_ema(model: torch.nn.Module, decay: float) -> ModelEma:
+        emas.append(ModelEma(model, decay))
+        return emas[-1]
+
+    def evaluate_and_record(model, loader, num_classes, opts, d) -> dict:
+        calls.append((model, evaluate(model, loader, num_classes, opts, d)))
+        return calls[-1][1]
+
+    cfg = TrainConfig(data=str(tmp_path / "unread"), output=str(tmp_path / "run"), epochs=2, **FAST)
+    result = train(cfg, ema=make_ema, evaluate=evaluate_and_record, data=data)
+    assert len(emas) == 1 and emas[0].decay == cfg.ema_decay and emas[0].updates == 4  # 2 epochs of 2 steps
+    assert [m is emas[0].module for m, _ in calls] == [False, True, False, True]  # model, then EMA, each epoch
+    assert [r["val_top1"] for r in result.history] == [calls[0][1]["top1"], calls[2][1]["top1"]]
+    assert [r["ema_top1"] for r in result.history] == [calls[1][1]["top1"], calls[3][1]["top1"]]
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["classes"] == ["a", "b", "c", "d"] and ckpt["data"]["img_size"] == 32
+    assert ckpt["model_overrides"]["in_chans"] == 3 and ckpt["ema"]["updates"] == 4
 
 
 def test_signal_requests_a_stop() -> None:

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from ..bench import format_table, results_as_dicts, run_bench
+from ..tools.bench import format_table, results_as_dicts, run_bench
 
 
 def register(sub: argparse._SubParsersAction) -> None:

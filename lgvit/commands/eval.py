@@ -23,9 +23,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import build_data
-    from ..engine import StepOptions, evaluate
+    from ..files import atomic_write_text
+    from ..tools.inference import from_checkpoint
     from ..training.distributed import Dist
-    from ..training.inference import from_checkpoint
+    from ..training.engine import StepOptions, evaluate
     from ..training.report import per_class_table, plot_confusion
 
     loaded = from_checkpoint(args.checkpoint, args.weights)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(result["confusion"], loaded.classes, out / "eval_confusion.png", f"{result['top1']:.2f}% top-1")
     report = {k: v for k, v in result.items() if k != "confusion"} | {"images": len(data.val), "data": data.root}
-    (out / "eval.json").write_text(json.dumps(report | {"classes": loaded.classes}, indent=2))
+    atomic_write_text(out / "eval.json", json.dumps(report | {"classes": loaded.classes}, indent=2))
     print(f"{loaded.label} on {len(data.val)} images of {data.root}")
     print(per_class_table(loaded.classes, result["per_class"]))
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")

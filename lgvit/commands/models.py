@@ -6,8 +6,8 @@ import time
 import torch
 
 from ..factory import create_model
-from ..flops import count_macs, count_params
 from ..registry import get_spec, list_models
+from ..tools.flops import count_macs, count_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:

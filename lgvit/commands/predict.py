@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.inference import from_checkpoint, from_pretrained, predict_images
+    from ..tools.inference import from_checkpoint, from_pretrained, predict_images
 
     missing = [path for path in args.images if not Path(path).is_file()]
     if missing:

@@ -1,14 +1,18 @@
-"""Fashion-MNIST style IDX files (`train-images-idx3-ubyte[.gz]`, ...), read into memory as uint8 tensors.
+"""Fashion-MNIST style IDX files (`train-images-idx3-ubyte[.gz]`, ...), read into memory as uint8 tensors,
+resized once and served as a dataset of in-memory images (`TensorImages`).
 
 torchvision's MNIST readers need its own folder layout and unzipped files; this reads the IDX
 format (magic, dims, data, big-endian) directly from the layout Debian's dataset package ships.
 """
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 DEFAULT_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -78,3 +82,27 @@ def load_idx_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"{root}: {split} images {tuple(images.shape)} and labels {tuple(labels.shape)} do not pair")
     return images.unsqueeze(1), labels  # (N, 1, H, W)
+
+
+def resize_images(images: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """(N, C, h, w) uint8 images resized once to (N, C, size, size), so per-image transforms need not."""
+    if images is None or images.shape[-1] == images.shape[-2] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)  # (N, C, size, size)
+
+
+class TensorImages(Dataset):
+    """(N, C, H, W) uint8 images held in memory with labels; grayscale is repeated to `in_chans`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, in_chans: int, transform: Callable) -> None:
+        if images.shape[1] not in (1, in_chans):
+            raise ValueError(f"images have {images.shape[1]} channels; the model wants {in_chans}")
+        self.images, self.targets, self.in_chans, self.transform = images, labels, in_chans, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i].expand(self.in_chans, -1, -1)  # (C, H, W)
+        return self.transform(x), int(self.targets[i])

@@ -1,9 +1,24 @@
-"""Train and evaluation transforms (torchvision transforms v2) and the batch-level MixUp/CutMix."""
+"""Train and evaluation transforms (torchvision transforms v2), the augmentation choices and their defaults
+(`AUGMENTS`, `AugmentConfig`, also the `lgvit train` defaults), and the batch-level MixUp/CutMix."""
+
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
 
 AUGMENTS = ("trivial", "randaug", "none")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; `build_data(..., augment=None)` gives evaluation transforms only.
+
+    The defaults are the `lgvit train` defaults (TrainConfig takes them from here).
+    """
+
+    augment: str = "none"  # one of AUGMENTS
+    magnitude: int = 9  # RandAugment magnitude
+    erase_prob: float = 0.0  # random-erasing probability
 
 
 def _augment(name: str, magnitude: int) -> list[v2.Transform]:
@@ -20,9 +35,7 @@ def train_transform(
     img_size: int,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    augment: str,
-    magnitude: int,
-    erase_prob: float,
+    augment: AugmentConfig,
     from_files: bool,
 ) -> v2.Compose:
     """Random crop (resized for image files, padded for in-memory images already at img_size), flip, augment, erase."""
@@ -34,10 +47,10 @@ def train_transform(
         [
             *crop,
             v2.RandomHorizontalFlip(),
-            *_augment(augment, magnitude),
+            *_augment(augment.augment, augment.magnitude),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean, std),
-            v2.RandomErasing(p=erase_prob, value=0) if erase_prob > 0 else v2.Identity(),
+            v2.RandomErasing(p=augment.erase_prob, value=0) if augment.erase_prob > 0 else v2.Identity(),
         ]
     )
 

@@ -7,6 +7,10 @@ import types
 from dataclasses import dataclass, field
 from typing import get_args, get_type_hints
 
+from ..data.transforms import AUGMENTS, AugmentConfig
+
+_AUGMENT = AugmentConfig()  # the augmentation defaults, written once in lgvit.data.transforms
+
 
 def _opt(default, help: str, **flag) -> dataclasses.Field:  # noqa: A002 - mirrors argparse's name
     return field(default=default, metadata={"help": help, **flag})
@@ -40,9 +44,9 @@ class TrainConfig:
     label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy")
     mixup: float = _opt(0.0, "MixUp alpha (0 = off)")
     cutmix: float = _opt(0.0, "CutMix alpha (0 = off); with both on, one is picked per batch")
-    augment: str = _opt("none", "per-image augmentation", choices=("trivial", "randaug", "none"))
-    magnitude: int = _opt(9, "RandAugment magnitude")
-    erase_prob: float = _opt(0.0, "random-erasing probability")
+    augment: str = _opt(_AUGMENT.augment, "per-image augmentation", choices=AUGMENTS)
+    magnitude: int = _opt(_AUGMENT.magnitude, "RandAugment magnitude")
+    erase_prob: float = _opt(_AUGMENT.erase_prob, "random-erasing probability")
     drop_path: float | None = _opt(None, "stochastic-depth rate (default: the model's)")
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step (0 = no EMA); the EMA is evaluated too")
     clip_grad: float = _opt(1.0, "gradient-norm clipping (0 = off)")

@@ -1,4 +1,8 @@
-"""`train(cfg)`: data, model, optimizer and schedule, then epochs of train/evaluate/checkpoint/report."""
+"""`train(cfg)`: data, model, optimizer and schedule, then epochs of train/evaluate/checkpoint/report.
+
+The EMA, the evaluation pass and the data are parameters of `train`, so a study (benchmarks/ema_batchnorm.py)
+can swap one without patching the module.
+"""
 
 import dataclasses
 import itertools
@@ -7,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,17 +21,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 
 from ..data import AugmentConfig, DataBundle, build_data, mix_transform
-from ..engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from ..factory import create_model
 from ..registry import get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
 from .ema import ModelEma
+from .engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from .optim import build_optimizer, warmup_cosine
 from .report import MetricsLog, plot_confusion, plot_curves, write_summary
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+EmaFactory = Callable[[nn.Module, float], ModelEma]  # (model, decay) -> an EMA of the model
+Evaluate = Callable[[nn.Module, Iterable, int, StepOptions, Dist], dict]  # engine.evaluate's signature
 
 
 @dataclass
@@ -147,13 +154,30 @@ def _amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
     return AMP[name]
 
 
-def _build_state(cfg: TrainConfig, model: nn.Module, batches: int, d: Dist) -> TrainState:
+@dataclass
+class _Run:
+    """What stays fixed through a run: config, data, model options, where things go, and the EMA and evaluation."""
+
+    cfg: TrainConfig
+    data: DataBundle
+    overrides: dict
+    opts: StepOptions
+    d: Dist
+    out: Path
+    batches: int
+    command: str
+    make_ema: EmaFactory
+    evaluate: Evaluate
+
+
+def _build_state(run: _Run, model: nn.Module) -> TrainState:
+    cfg, d = run.cfg, run.d
     model.to(d.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = run.make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    steps = math.ceil(batches / cfg.accum_steps)
+    steps = math.ceil(run.batches / cfg.accum_steps)
     scheduler = warmup_cosine(optimizer, cfg.epochs * steps, round(cfg.warmup_epochs * steps), cfg.min_lr / cfg.lr)
     scaler = torch.amp.GradScaler(d.device.type) if cfg.amp == "fp16" else None
     wrapped = model
@@ -176,20 +200,6 @@ def _restore(state: TrainState, ckpt: dict, d: Dist) -> None:
     state.epoch, state.step, state.sums = ckpt["epoch"], ckpt["step"], dict(ckpt["sums"])
     rngs = ckpt["rng"]
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
-
-
-@dataclass
-class _Run:
-    """What stays fixed through a run: config, data, model options and where things go."""
-
-    cfg: TrainConfig
-    data: DataBundle
-    overrides: dict
-    opts: StepOptions
-    d: Dist
-    out: Path
-    batches: int
-    command: str
 
 
 def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rngs: list) -> dict:
@@ -228,11 +238,11 @@ def _save(run: _Run, state: TrainState, history: list[dict], best: dict, names: 
 def _evaluate_epoch(run: _Run, state: TrainState, val: DataLoader) -> tuple[dict, dict]:
     """The epoch's val metrics (model and EMA) as a flat row, and the better of the two evaluations."""
     n = len(run.data.classes)
-    result = evaluate(state.raw, val, n, run.opts, run.d)
+    result = run.evaluate(state.raw, val, n, run.opts, run.d)
     row = {"val_loss": result["loss"], "val_top1": result["top1"], "val_top5": result["top5"]}
     best = dict(result, weights="model")
     if state.ema is not None:
-        ema = evaluate(state.ema.module, val, n, run.opts, run.d)
+        ema = run.evaluate(state.ema.module, val, n, run.opts, run.d)
         row.update(ema_loss=ema["loss"], ema_top1=ema["top1"], ema_top5=ema["top5"])
         if ema["top1"] > result["top1"]:
             best = dict(ema, weights="ema")
@@ -248,22 +258,30 @@ def _epoch_line(row: dict, epochs: int) -> str:
     )
 
 
-def _setup(cfg: TrainConfig, d: Dist, command: str) -> tuple[_Run, nn.Module, dict | None]:
-    """Data, model and the checkpoint to resume from (if any)."""
+def train_data(cfg: TrainConfig) -> DataBundle:
+    """The datasets `train(cfg)` builds: `cfg.data` at the model's native size and channels unless overridden."""
+    spec = get_spec(cfg.model)
+    native = parse_model_kwargs(cfg.model_kwargs).get("img_size", spec.native_size)
+    augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
+    return build_data(cfg.data, cfg.img_size or native, cfg.in_chans or spec.config.in_chans, augment)
+
+
+def _setup(
+    cfg: TrainConfig, d: Dist, command: str, data: DataBundle | None, make_ema: EmaFactory, evaluate: Evaluate
+) -> tuple[_Run, nn.Module, dict | None]:
+    """Data (`data`, or built from `cfg`), model and the checkpoint to resume from (if any)."""
     out = Path(cfg.output or f"runs/{cfg.model}")
     ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
-    spec = get_spec(cfg.model)
-    in_chans = cfg.in_chans or spec.config.in_chans
-    augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
-    native = parse_model_kwargs(cfg.model_kwargs).get("img_size", spec.native_size)
-    data = build_data(cfg.data, cfg.img_size or native, in_chans, augment)
+    data = train_data(cfg) if data is None else data
+    if data.train is None:
+        raise ValueError(f"the data bundle of {data.root} has no training split (built with train=False)")
     num_classes = cfg.num_classes or len(data.classes)
     if num_classes < len(data.classes):
         raise ValueError(f"--num-classes {num_classes} is fewer than the {len(data.classes)} classes in {data.root}")
     batches = len(data.train) // d.world // cfg.batch_size
     if batches < 1:
         raise ValueError(f"{len(data.train)} training images make no full batch of {cfg.batch_size} per process")
-    overrides = _model_overrides(cfg, num_classes, in_chans)
+    overrides = _model_overrides(cfg, num_classes, data.in_chans)
     if ckpt is not None:
         _check_resume(ckpt, cfg, overrides, d)
     seed_all(cfg.seed)  # the same initial weights on every process
@@ -271,7 +289,7 @@ def _setup(cfg: TrainConfig, d: Dist, command: str) -> tuple[_Run, nn.Module, di
     seed_all(cfg.seed + 1_000_003 * d.rank)  # then different augmentation and drop-path per process
     amp = _amp_dtype(cfg.amp, d.device)
     opts = StepOptions(d.device, amp, cfg.channels_last, cfg.accum_steps, cfg.clip_grad, cfg.label_smoothing)
-    return _Run(cfg, data, overrides, opts, d, out, batches, command), model, ckpt
+    return _Run(cfg, data, overrides, opts, d, out, batches, command, make_ema, evaluate), model, ckpt
 
 
 def _announce(run: _Run, model: nn.Module) -> None:
@@ -285,17 +303,30 @@ def _announce(run: _Run, model: nn.Module) -> None:
     )
 
 
-def train(cfg: TrainConfig, stop: Callable[[], bool] | None = None, command: str = "") -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    stop: Callable[[], bool] | None = None,
+    command: str = "",
+    *,
+    ema: EmaFactory = ModelEma,
+    evaluate: Evaluate = evaluate,
+    data: DataBundle | None = None,
+) -> TrainResult:
     """Runs the recipe in `cfg` (single process, or DDP under torchrun).
 
     Args:
         stop: polled after each optimizer step; True saves last.pt and returns (default: SIGINT/SIGTERM).
         command: the command line, written into summary.md.
+        ema: builds the EMA from (model, cfg.ema_decay) when the decay is > 0; it is updated after each
+            optimizer step, evaluated beside the model and checkpointed through its state_dict.
+        evaluate: the evaluation pass, called with engine.evaluate's arguments for the model and the EMA.
+        data: datasets to train and validate on instead of building them from `cfg` (see `train_data`);
+            its img_size, in_chans and classes then set the model's and the checkpoint's.
     """
     check_config(cfg)
     d = init_distributed(cfg.device, cfg.threads, cfg.workers)
     try:
-        run, model, ckpt = _setup(cfg, d, command)
+        run, model, ckpt = _setup(cfg, d, command, data, ema, evaluate)
         with SignalStop() as signals:
             return _fit(run, model, ckpt, stop or signals)
     finally:
@@ -304,7 +335,7 @@ def train(cfg: TrainConfig, stop: Callable[[], bool] | None = None, command: str
 
 def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool]) -> TrainResult:
     cfg, d = run.cfg, run.d
-    state = _build_state(cfg, model, run.batches, d)
+    state = _build_state(run, model)
     history, best = [], {"top1": -1.0}
     if ckpt is not None:
         _restore(state, ckpt, d)

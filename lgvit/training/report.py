@@ -1,4 +1,7 @@
-"""What a run leaves behind: metrics.csv/.jsonl, TensorBoard events, PNG plots and summary.md."""
+"""What a run leaves behind: metrics.csv/.jsonl, TensorBoard events, PNG plots and summary.md.
+
+Every file but TensorBoard's is written atomically (lgvit.files), so a crash never leaves half of one.
+"""
 
 import csv
 import json
@@ -10,9 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import torch  # noqa: E402
 
+from ..files import atomic_write, atomic_write_text  # noqa: E402
+
 
 class MetricsLog:
-    """Appends one row per epoch to metrics.jsonl, rewrites metrics.csv, and mirrors to TensorBoard if installed."""
+    """Rewrites metrics.jsonl and metrics.csv with the whole history each epoch; mirrors to TensorBoard if installed."""
 
     def __init__(self, out: Path, fresh: bool) -> None:
         self.out = out
@@ -26,14 +31,10 @@ class MetricsLog:
             self.tb = None
 
     def write(self, history: list[dict]) -> None:
+        """The files for `history` (all epochs so far, the checkpoint's), and its last row to TensorBoard."""
         row = history[-1]
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        keys = list(dict.fromkeys(k for r in history for k in r))
-        with open(self.out / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, keys)
-            writer.writeheader()
-            writer.writerows(history)
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write(self.out / "metrics.csv", lambda tmp: _write_csv(tmp, history))
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)):
@@ -43,6 +44,19 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _write_csv(path: str, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _save_png(fig: plt.Figure, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -61,8 +75,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
@@ -84,8 +97,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, titl
     ax.set_title(title or "confusion matrix")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def per_class_table(classes: list[str], per_class: list[float]) -> str:
@@ -132,5 +144,5 @@ def write_summary(out: Path, final: dict, classes: list[str], command: str, conf
         "",
     ]
     path = out / "summary.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -1,4 +1,4 @@
-"""One training epoch and one evaluation pass; the loop around them is lgvit.training."""
+"""One training epoch and one evaluation pass; the loop around them is `loop.py`."""
 
 import contextlib
 import time
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .training.distributed import Dist, all_sum
+from .distributed import Dist, all_sum
+from .ema import ModelEma
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
-    ema: object | None  # ModelEma
+    ema: ModelEma | None
     epoch: int = 0
     step: int = 0
     sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0})

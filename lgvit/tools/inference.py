@@ -9,7 +9,7 @@ from ..convert import CheckpointError
 from ..data import eval_transform, load_image, pil_mode
 from ..factory import create_model
 from ..registry import get_spec
-from .checkpoint import load_checkpoint
+from ..training.checkpoint import load_checkpoint
 
 WEIGHTS = ("auto", "model", "ema")
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers import math_attention
+from ..layers import math_attention
 
 
 def count_params(model: nn.Module) -> int:

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..factory import create_model
+from ..registry import get_spec
 from .flops import count_macs
-from .registry import get_spec
 
 
 @dataclass
@@ -59,10 +60,8 @@ def _rss_mb() -> float:
 
 
 def _build(impl: str, name: str, size: int) -> torch.nn.Module:
-    import lgvit
-
     if impl == "lgvit":
-        return lgvit.create_model(name, drop_path_rate=0.0)
+        return create_model(name, drop_path_rate=0.0)
     import timm
 
     timm_name = get_spec(name).timm_name
@@ -136,9 +135,7 @@ def run_bench(
     # TORCHINDUCTOR_CACHE_DIR for the children) and a second of large matmuls were both seen to
     # raise the children's peak RSS (by 20-80 MB on this project's VM)
     with torch.device("meta"):
-        import lgvit
-
-        gmacs = count_macs(lgvit.create_model(name), (3, size, size)) / 1e9
+        gmacs = count_macs(create_model(name), (3, size, size)) / 1e9
     peak = gemm_peak_gflops()
     results = []
     for (mode, impl), runs in samples.items():

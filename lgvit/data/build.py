@@ -1,0 +1,118 @@
+"""Train/val datasets from a data folder: `build_data` picks the IDX or ImageFolder reader and the normalisation."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from ..constants import IMAGENET_GRAY, IMAGENET_MEAN, IMAGENET_STD
+from .folder import check_same_classes, image_folder, pil_mode
+from .idx import DEFAULT_IDX_DIR, TensorImages, class_names, is_idx_dir, load_idx_split, resize_images
+from .transforms import AugmentConfig, eval_transform, train_transform
+
+
+@dataclass
+class DataBundle:
+    """Train and val datasets with what a model and a report need to know about them."""
+
+    train: Dataset | None
+    val: Dataset
+    classes: list[str]
+    kind: str  # 'idx' or 'folder'
+    root: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    img_size: int
+    in_chans: int
+    skipped: list[str] = field(default_factory=list)
+
+
+def resolve_data_dir(data: str | None) -> Path:
+    """`data` or the Debian Fashion-MNIST folder; a missing path raises with what to do."""
+    root = Path(data) if data else DEFAULT_IDX_DIR
+    if root.is_dir():
+        return root
+    if data:
+        raise FileNotFoundError(f"--data {data}: no such folder")
+    raise FileNotFoundError(
+        f"no dataset at {DEFAULT_IDX_DIR}: install it (sudo apt-get install dataset-fashion-mnist) "
+        "or pass --data DIR (Fashion-MNIST IDX files, or an ImageFolder tree with train/ and val/)"
+    )
+
+
+def _idx_bundle(
+    root: Path, img_size: int, in_chans: int, augment: AugmentConfig | None, train: bool, norm: tuple | None
+) -> DataBundle:
+    """In-memory IDX splits, resized once; normalised by the train split's statistics unless `norm` is given."""
+    val_x, val_y = load_idx_split(root, "val")
+    read_train = train or (norm is None and is_idx_dir(root))  # evaluation still normalises by the train split
+    train_x, train_y = load_idx_split(root, "train") if read_train else (None, None)
+    val_x, train_x = resize_images(val_x, img_size), resize_images(train_x, img_size)
+    if norm is None:
+        pixels = (train_x if train_x is not None else val_x).float() / 255
+        norm = (pixels.mean().item(),) * in_chans, (pixels.std().item(),) * in_chans
+    mean, std = norm
+    train_x = train_x if train else None
+    num_classes = int(max(val_y.max(), train_y.max() if train_y is not None else 0)) + 1
+    val_tf = eval_transform(img_size, mean, std, 1.0, resize=False)
+    train_ds = None
+    if train_x is not None:
+        tf = train_transform(img_size, mean, std, augment, False) if augment else val_tf
+        train_ds = TensorImages(train_x, train_y, in_chans, tf)
+    val_ds = TensorImages(val_x, val_y, in_chans, val_tf)
+    classes = class_names(root, num_classes)
+    return DataBundle(train_ds, val_ds, classes, "idx", str(root), mean, std, img_size, in_chans)
+
+
+def _folder_bundle(
+    root: Path,
+    img_size: int,
+    in_chans: int,
+    augment: AugmentConfig | None,
+    train: bool,
+    crop_pct: float,
+    norm: tuple | None,
+) -> DataBundle:
+    """ImageFolder splits read from files per image; ImageNet normalisation unless `norm` is given."""
+    mean, std = norm or ((IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else IMAGENET_GRAY)
+    pil_mode(in_chans)
+    bad: list[str] = []
+    val_tf = eval_transform(img_size, mean, std, crop_pct)
+    val_ds = image_folder(root / "val", in_chans, val_tf, bad)
+    train_ds = None
+    if train:
+        tf = train_transform(img_size, mean, std, augment, True) if augment else val_tf
+        train_ds = image_folder(root / "train", in_chans, tf, bad)
+        check_same_classes(train_ds.classes, val_ds.classes, root)
+    return DataBundle(train_ds, val_ds, list(val_ds.classes), "folder", str(root), mean, std, img_size, in_chans, bad)
+
+
+def build_data(
+    data: str | None,
+    img_size: int,
+    in_chans: int,
+    augment: AugmentConfig | None = None,
+    train: bool = True,
+    crop_pct: float = 0.875,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> DataBundle:
+    """Train/val datasets from `data` (IDX folder or ImageFolder tree; default: Debian's Fashion-MNIST).
+
+    Args:
+        img_size: side of the square images the model sees.
+        in_chans: 1 or 3; images of any mode are converted.
+        augment: training augmentation, or None for evaluation transforms on both splits.
+        train: False reads only the val split (evaluation).
+        crop_pct: centre-crop fraction for image files at evaluation.
+        norm: (mean, std) to normalise with, e.g. a checkpoint's; default: the IDX train split's
+            statistics, ImageNet's for image files.
+    """
+    root = resolve_data_dir(data)
+    if is_idx_dir(root) or (not train and any(root.glob("t10k-images-idx*-ubyte*"))):
+        return _idx_bundle(root, img_size, in_chans, augment, train, norm)
+    if (root / "val").is_dir() or (root / "train").is_dir():
+        return _folder_bundle(root, img_size, in_chans, augment, train, crop_pct, norm)
+    raise FileNotFoundError(
+        f"{root} is neither a Fashion-MNIST IDX folder (train-images-idx3-ubyte[.gz], t10k-...) "
+        "nor an ImageFolder tree (train/ and val/ of class folders)"
+    )
