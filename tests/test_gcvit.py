@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 import lgvit
 from lgvit import CheckpointError
 from lgvit.convert.gcvit import CONVERTER as convert
-from lgvit.flops import count_macs, count_params
 from lgvit.models.gcvit import _pool_depth
+from lgvit.tools.flops import count_macs, count_params
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL = [n for n in lgvit.list_models("gcvit_*") if lgvit.get_spec(n).params_m is not None]

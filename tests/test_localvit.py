@@ -10,9 +10,9 @@ from conftest import check_intermediates, randomize_
 
 import lgvit
 from lgvit import CheckpointError
-from lgvit.flops import count_macs, count_params
 from lgvit.layers.locality import ACT_CODES, Locality, LocalityFeedForward
 from lgvit.registry import FAMILIES
+from lgvit.tools.flops import count_macs, count_params
 
 DATA = Path(__file__).parent / "data"
 VARIANTS = [

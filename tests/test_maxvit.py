@@ -8,9 +8,9 @@ from conftest import check_intermediates, randomize_
 import lgvit
 from lgvit import CheckpointError, load_weights, save_weights
 from lgvit.convert.maxvit import CONVERTER as convert
-from lgvit.flops import count_macs, count_params
 from lgvit.layers import Conv2dSame, avg_pool_same, grid_partition, grid_reverse, window_partition, window_reverse
 from lgvit.models.maxvit import MaxViTConfig, MBConv, PartitionAttention
+from lgvit.tools.flops import count_macs, count_params
 
 timm = pytest.importorskip("timm")
 

@@ -12,9 +12,9 @@ from torch import nn
 import lgvit
 from lgvit import CheckpointError
 from lgvit.convert.swin import CONVERTER as convert
-from lgvit.flops import count_macs, count_params
 from lgvit.layers import Locality, shifted_window_mask
 from lgvit.models.swin import Swin, SwinConfig, stage_window
+from lgvit.tools.flops import count_macs, count_params
 
 SWIN = [n for n in lgvit.list_models("swin_*") if lgvit.get_spec(n).params_m is not None]
 NARROW = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))  # a regular + a shifted block per stage

@@ -262,7 +262,7 @@ def _init_weights(m: nn.Module) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Variants: configs from google-research/maxvit `hp/vision.py`; drop-path from `hp/vision_i1k.py`
-# (XL has no ImageNet-1k recipe; L's is assumed). Params/GMACs: lgvit.flops on these models,
+# (XL has no ImageNet-1k recipe; L's is assumed). Params/GMACs: lgvit.tools.flops on these models,
 # equal to timm's `maxvit_*_tf_*`.
 
 _LICENSE = "apache-2.0"
