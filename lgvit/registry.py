@@ -80,6 +80,8 @@ def _suggest(name: str, choices: list[str]) -> str:
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of a model name or alias; unknown names raise with the closest valid names."""
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a str such as 'gcvit_tiny', got {name!r} (see lgvit.list_models())")
     name = ALIASES.get(name, name)
     if name not in MODELS:
         raise KeyError(

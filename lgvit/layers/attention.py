@@ -157,7 +157,8 @@ class WindowAttention(nn.Module):
             kv = self.qkv(x).view(Bw, N, 2, self.num_heads, self.head_dim)  # (Bw, N, 2, heads, d)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
             B = q_global.shape[0]
-            q = q_global.unsqueeze(1).expand(B, Bw // B, -1, -1, -1)  # (B, nW, heads, N, d)
+            windows = Bw // max(B, 1)  # an empty batch has no windows either
+            q = q_global.unsqueeze(1).expand(B, windows, -1, -1, -1)  # (B, nW, heads, N, d)
             q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
         else:
             qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, heads, d)

@@ -30,6 +30,7 @@ class ClassifierHead(nn.Module):
         hidden: int | None = None,
     ) -> None:
         super().__init__()
+        _check_classes(num_classes)
         if pool not in ("avg", "token"):
             raise ValueError(f"pool must be 'avg' or 'token', got {pool!r}")
         self.num_features = hidden or in_features
@@ -42,12 +43,18 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
+        _check_classes(num_classes)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3)) if self.pool == "avg" else x[:, 0]  # (B, C)
         x = self.drop(self.pre_logits(self.norm(x)))  # (B, num_features)
         return x if pre_logits else self.fc(x)
+
+
+def _check_classes(num_classes: int) -> None:
+    if not (isinstance(num_classes, int) and num_classes >= 0):
+        raise ValueError(f"num_classes={num_classes!r} is invalid: must be an int >= 0 (0: no classifier)")
 
 
 def feature_indices(indices: int | list[int] | tuple[int, ...] | None, num: int) -> list[int]:

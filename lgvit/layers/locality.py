@@ -39,6 +39,10 @@ class Locality:
     def __post_init__(self) -> None:
         if self.act not in ACTS:
             raise ValueError(f"unknown locality act {self.act!r}: use one of {', '.join(ACTS)}")
+        if self.reduction is not None and not (isinstance(self.reduction, int) and self.reduction >= 1):
+            raise ValueError(f"Locality: reduction={self.reduction!r} is invalid: must be None or an int >= 1")
+        if not (isinstance(self.width_divisor, int) and self.width_divisor >= 1):
+            raise ValueError(f"Locality: width_divisor={self.width_divisor!r} is invalid: must be an int >= 1")
 
 
 class ECA(nn.Module):

@@ -23,7 +23,7 @@ def map_to_tokens(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
 
 def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int = 0) -> torch.Tensor:
     """(B, P + H*W, C) tokens -> (B, C, H, W) map, the P prefix tokens (a class token) dropped."""
-    x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], -1)  # (B, H, W, C)
+    x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], x.shape[2])  # (B, H, W, C)
     return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 

@@ -1,7 +1,8 @@
 """What every family's model shares: timm's model interface, the hierarchical and token-model bases, init helpers."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from torch import nn
@@ -9,18 +10,86 @@ from torch import nn
 from ..layers import Blocks, ClassifierHead, feature_indices, tokens_to_map
 
 
+def config_error(cfg: object, field: str, rule: str) -> ValueError:
+    """The error of an invalid config field: the config, the field, its value and the rule it breaks."""
+    return ValueError(f"{type(cfg).__name__}: {field}={getattr(cfg, field)!r} is invalid: {rule}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def _check_each(cfg: object, fields: tuple[str, ...], ok: Callable[[object], bool], rule: str) -> None:
+    """Each field (a value, or a tuple of per-stage values checked entry by entry) passes `ok`."""
+    for f in fields:
+        v = getattr(cfg, f)
+        values = v if isinstance(v, (tuple, list)) else (v,)
+        if not values or not all(ok(x) for x in values):
+            raise config_error(cfg, f, ("each entry " if isinstance(v, (tuple, list)) else "") + rule)
+
+
+def check_ints(cfg: object, *fields: str, low: int = 1) -> None:
+    """Each field (or each entry of a per-stage tuple) is an int >= `low`."""
+    _check_each(cfg, fields, lambda x: _is_int(x) and x >= low, f"must be an int >= {low}")
+
+
+def check_positive(cfg: object, *fields: str) -> None:
+    """Each field (or each entry of a per-stage tuple) is a number > 0."""
+    _check_each(cfg, fields, lambda x: _is_real(x) and x > 0, "must be a number > 0")
+
+
+def check_rates(cfg: object, *fields: str) -> None:
+    """Each field is a probability in [0, 1) (1 would drop everything)."""
+    _check_each(cfg, fields, lambda x: _is_real(x) and 0 <= x < 1, "must be a number in [0, 1), e.g. 0.1")
+
+
+def check_stages(cfg: object, *fields: str) -> int:
+    """The fields are non-empty tuples with one entry per stage, as many as the first's; returns that number."""
+    first = getattr(cfg, fields[0])
+    for f in fields:
+        v = getattr(cfg, f)
+        if not isinstance(v, (tuple, list)) or not v:
+            raise config_error(cfg, f, "must be a non-empty tuple, one entry per stage")
+        if len(v) != len(first):
+            raise config_error(cfg, f, f"needs one entry per stage of {fields[0]}={tuple(first)!r}")
+    return len(first)
+
+
+def check_divisible(cfg: object, field: str, widths: Sequence[int], divisors: Sequence[int], width_field: str) -> None:
+    """Each stage's width (from `width_field`) is a multiple of its entry of `field` (heads or head width)."""
+    for i, (w, d) in enumerate(zip(widths, divisors, strict=True)):
+        if w % d:
+            raise config_error(
+                cfg, field, f"stage {i} is {w} channels wide ({width_field}), not a multiple of {d}: change either"
+            )
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """The fields every family's config has (its own fields follow): image channels, classes, regularisation.
 
-    `lgvit train` and `small_variant` set these on any family's config.
+    `lgvit train` and `small_variant` set these on any family's config. Every field is checked when the
+    config is made (`validate`), so a model is never built from an invalid one.
     """
 
     in_chans: int = 3
-    num_classes: int = 1000
+    num_classes: int = 1000  # 0: no classifier, the model returns its pooled features
     drop_rate: float = 0.0  # dropout on projections, MLPs and before the classifier
     attn_drop_rate: float = 0.0  # dropout on the attention weights
     drop_path_rate: float = 0.1  # stochastic depth of the last block (linear from 0)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises a ValueError naming the field, its value and the valid range; families extend it."""
+        check_ints(self, "in_chans")
+        check_ints(self, "num_classes", low=0)
+        check_rates(self, "drop_rate", "attn_drop_rate", "drop_path_rate")
 
 
 class ClassifierModel(nn.Module):
@@ -41,7 +110,17 @@ class ClassifierModel(nn.Module):
         return self.head.num_features
 
     def check_channels(self, x: torch.Tensor) -> None:
-        """Raises a ValueError naming the problem and the fix for a batch of the wrong rank or channels."""
+        """Raises a TypeError for anything but a floating-point tensor and a ValueError for a batch of the
+        wrong rank or channels, naming the problem and the fix. Static checks only (type, dtype, shape):
+        torch.compile traces through them. An empty batch (0 images) is valid and gives an empty output."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"expected a (B, C, H, W) image tensor, got {type(x).__name__}: stack the images with torch.stack"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"expected a floating-point image batch, got {x.dtype}: convert it (x.float() / 255, then normalise)"
+            )
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:

@@ -36,7 +36,16 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info, trunc_normal_init
+from .base import (
+    ClassifierConfig,
+    HierarchicalBackbone,
+    check_divisible,
+    check_ints,
+    check_positive,
+    check_stages,
+    stage_feature_info,
+    trunc_normal_init,
+)
 from .spec import PretrainedTag, Variant, small_variant
 
 
@@ -53,6 +62,15 @@ class GCViTConfig(ClassifierConfig):
     img_size: int = 224  # native resolution: sets how many fused-MBConvs each global-query generator has
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        n = check_stages(self, "depths", "num_heads", "window_sizes")
+        check_ints(self, "embed_dim", "depths", "num_heads", "window_sizes", "img_size")
+        check_positive(self, "mlp_ratio", *(("layer_scale",) if self.layer_scale is not None else ()))
+        check_divisible(
+            self, "num_heads", [self.embed_dim * 2**i for i in range(n)], self.num_heads, "embed_dim * 2**i"
+        )
 
 
 class Downsample(nn.Module):
@@ -197,8 +215,6 @@ class GCViT(HierarchicalBackbone):
     def __init__(self, cfg: GCViTConfig) -> None:
         super().__init__()
         n = len(cfg.depths)
-        if not len(cfg.num_heads) == len(cfg.window_sizes) == n:
-            raise ValueError("depths, num_heads and window_sizes must have one entry per stage")
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.min_size = 2 ** (n + 1)

@@ -39,7 +39,16 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info
+from .base import (
+    ClassifierConfig,
+    HierarchicalBackbone,
+    check_divisible,
+    check_ints,
+    check_positive,
+    check_stages,
+    config_error,
+    stage_feature_info,
+)
 from .spec import PretrainedTag, Variant, small_variant
 
 
@@ -56,6 +65,18 @@ class MaxViTConfig(ClassifierConfig):
     expand_ratio: float = 4.0  # MBConv hidden width, times the block's *output* width
     se_ratio: float = 0.25  # SE width, times the block's output width
     drop_path_rate: float = 0.2
+
+    def validate(self) -> None:
+        super().validate()
+        n = check_stages(self, "embed_dims", "depths")
+        check_ints(self, "embed_dims", "depths", "stem_width", "window_size", "head_dim")
+        check_positive(self, "mlp_ratio", "expand_ratio", "se_ratio")
+        check_divisible(self, "head_dim", self.embed_dims, (self.head_dim,) * n, "embed_dims")
+        narrowest = min(self.embed_dims)
+        if int(narrowest * self.se_ratio) < 1:
+            raise config_error(
+                self, "se_ratio", f"gives width {narrowest} a squeeze-excite of 0 channels: use >= {1 / narrowest:.3g}"
+            )
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -233,10 +254,6 @@ class MaxViT(HierarchicalBackbone):
 
     def __init__(self, cfg: MaxViTConfig) -> None:
         super().__init__()
-        if len(cfg.embed_dims) != len(cfg.depths):
-            raise ValueError("embed_dims and depths must have one entry per stage")
-        if cfg.window_size < 1:
-            raise ValueError(f"window_size must be >= 1 (the native input size / 32), got {cfg.window_size}")
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.min_size = 2 ** (len(cfg.depths) + 1)  # the stem's stride 2, then one stride 2 per stage

@@ -29,7 +29,17 @@ from ..layers import (
     resize_pos_embed,
     tokens_to_map,
 )
-from .base import ClassifierConfig, TokenModel, init_token_weights, stage_feature_info
+from .base import (
+    ClassifierConfig,
+    TokenModel,
+    check_divisible,
+    check_ints,
+    check_positive,
+    check_stages,
+    config_error,
+    init_token_weights,
+    stage_feature_info,
+)
 from .spec import Variant
 
 EPS = 1e-6  # the blocks' and final LayerNorm eps (the official PVT's, as DeiT's)
@@ -48,6 +58,18 @@ class PVTConfig(ClassifierConfig):
     img_size: int = 224  # native resolution: the position embeddings' grids
     qkv_bias: bool = True
     locality: Locality | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        n = check_stages(self, "depths", "embed_dims", "num_heads", "mlp_ratios", "sr_ratios")
+        check_ints(self, "depths", "embed_dims", "num_heads", "sr_ratios", "patch_size")
+        check_ints(self, "img_size", low=self.patch_size * 2 ** (n - 1))
+        check_positive(self, "mlp_ratios")
+        check_divisible(self, "num_heads", self.embed_dims, self.num_heads, "embed_dims")
+        if self.sr_ratios[-1] != 1:
+            raise config_error(
+                self, "sr_ratios", "the last stage carries the class token and cannot reduce: set sr_ratios[-1] = 1"
+            )
 
 
 class Block(FeedForwardBlock):
@@ -97,10 +119,6 @@ class PVT(TokenModel):
     def __init__(self, cfg: PVTConfig) -> None:
         super().__init__()
         n = len(cfg.depths)
-        if not len(cfg.embed_dims) == len(cfg.num_heads) == len(cfg.mlp_ratios) == len(cfg.sr_ratios) == n:
-            raise ValueError("embed_dims, num_heads, mlp_ratios, sr_ratios and depths need one entry per stage")
-        if cfg.sr_ratios[-1] != 1:
-            raise ValueError("the last stage carries the class token and cannot reduce: set sr_ratios[-1] = 1")
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.patch_size = cfg.patch_size * 2 ** (n - 1)

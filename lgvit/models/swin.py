@@ -37,7 +37,16 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from .base import ClassifierConfig, HierarchicalBackbone, stage_feature_info, trunc_normal_init
+from .base import (
+    ClassifierConfig,
+    HierarchicalBackbone,
+    check_divisible,
+    check_ints,
+    check_positive,
+    check_stages,
+    stage_feature_info,
+    trunc_normal_init,
+)
 from .spec import PretrainedTag, Variant, small_variant
 
 
@@ -54,6 +63,15 @@ class SwinConfig(ClassifierConfig):
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
     locality: Locality | None = None  # LocalViT's feed-forward in every block
+
+    def validate(self) -> None:
+        super().validate()
+        n = check_stages(self, "depths", "num_heads")
+        check_ints(self, "embed_dim", "depths", "num_heads", "window_size", "patch_size")
+        check_positive(self, "mlp_ratio")
+        check_divisible(
+            self, "num_heads", [self.embed_dim * 2**i for i in range(n)], self.num_heads, "embed_dim * 2**i"
+        )
 
 
 class PatchMerging(nn.Module):
@@ -139,8 +157,6 @@ class Swin(HierarchicalBackbone):
     def __init__(self, cfg: SwinConfig) -> None:
         super().__init__()
         n = len(cfg.depths)
-        if len(cfg.num_heads) != n:
-            raise ValueError(f"num_heads {cfg.num_heads} needs one entry per stage of depths {cfg.depths}")
         self.cfg = cfg
         self.in_chans = cfg.in_chans
         self.min_size = cfg.patch_size * 2 ** (n - 1)

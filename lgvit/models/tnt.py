@@ -28,7 +28,15 @@ from ..layers import (
     drop_path_rates,
     resize_pos_embed,
 )
-from .base import BlockStack, ClassifierConfig, init_token_weights
+from .base import (
+    BlockStack,
+    ClassifierConfig,
+    check_divisible,
+    check_ints,
+    check_positive,
+    config_error,
+    init_token_weights,
+)
 from .spec import Variant
 
 EPS = 1e-5  # TNT's LayerNorm eps (torch's default)
@@ -49,6 +57,18 @@ class TNTConfig(ClassifierConfig):
     img_size: int = 224  # native resolution: the patch position embedding's grid
     qkv_bias: bool = False
     locality: Locality | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_ints(
+            self, "embed_dim", "inner_dim", "depth", "num_heads", "inner_num_heads", "patch_size", "pixel_stride"
+        )
+        check_ints(self, "img_size", low=self.patch_size)
+        check_positive(self, "mlp_ratio")
+        check_divisible(self, "num_heads", (self.embed_dim,), (self.num_heads,), "embed_dim")
+        check_divisible(self, "inner_num_heads", (self.inner_dim,), (self.inner_num_heads,), "inner_dim")
+        if self.patch_size % self.pixel_stride:
+            raise config_error(self, "pixel_stride", f"must divide patch_size={self.patch_size}")
 
 
 class Block(FeedForwardBlock):
@@ -75,7 +95,7 @@ class Block(FeedForwardBlock):
         pixels = pixels + self.drop_path(self.attn_in(self.norm_in(pixels)))
         pixels = pixels + self.drop_path(self.mlp_in(self.norm_mlp_in(pixels)))
         B, N1, _ = patches.shape
-        update = self.proj(self.norm1_proj(pixels).reshape(B, N1 - 1, -1))  # (B, N, C)
+        update = self.proj(self.norm1_proj(pixels).reshape(B, N1 - 1, self.proj.in_features))  # (B, N, P*c)
         patches = torch.cat([patches[:, :1], patches[:, 1:] + update], dim=1)  # (B, 1 + N, C)
         patches = patches + self.drop_path(self.attn_out(self.norm_out(patches)))
         return pixels, self.feed_forward(patches, hw, num_prefix=1)
@@ -100,7 +120,7 @@ class PixelEmbed(nn.Module):
         hw = (x.shape[2] // self.side, x.shape[3] // self.side)
         x = F.unfold(x, self.side, stride=self.side)  # (B, c*s*s, N)
         x = x.transpose(1, 2).reshape(B * hw[0] * hw[1], c, self.side, self.side) + pixel_pos  # (B*N, c, s, s)
-        return x.reshape(B * hw[0] * hw[1], c, -1).transpose(1, 2), hw  # (B*N, s*s, c)
+        return x.reshape(B * hw[0] * hw[1], c, self.side**2).transpose(1, 2), hw  # (B*N, s*s, c)
 
 
 class TNT(BlockStack):
@@ -136,7 +156,8 @@ class TNT(BlockStack):
         self.check_input(x)
         B = x.shape[0]
         pixels, hw = self.pixel_embed(x, self.pixel_pos)
-        patches = self.norm2_proj(self.proj(self.norm1_proj(pixels.reshape(B, hw[0] * hw[1], -1))))  # (B, N, C)
+        pixels_per_patch = pixels.reshape(B, hw[0] * hw[1], self.proj.in_features)  # (B, N, P*c)
+        patches = self.norm2_proj(self.proj(self.norm1_proj(pixels_per_patch)))  # (B, N, C)
         patches = torch.cat([self.cls_token.expand(B, -1, -1), patches], dim=1)  # (B, 1 + N, C)
         return (pixels, self.pos_drop(patches + resize_pos_embed(self.patch_pos, self.grid, hw, 1))), hw
 

@@ -25,7 +25,7 @@ from ..layers import (
     map_to_tokens,
     resize_pos_embed,
 )
-from .base import BlockStack, ClassifierConfig, init_token_weights
+from .base import BlockStack, ClassifierConfig, check_divisible, check_ints, check_positive, init_token_weights
 from .spec import PretrainedTag, Variant, small_variant
 
 EPS = 1e-6  # DeiT's and LocalViT's LayerNorm eps
@@ -43,6 +43,13 @@ class ViTConfig(ClassifierConfig):
     img_size: int = 224  # native resolution: the position embedding's grid
     qkv_bias: bool = True
     locality: Locality | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check_ints(self, "embed_dim", "depth", "num_heads", "patch_size")
+        check_ints(self, "img_size", low=self.patch_size)
+        check_positive(self, "mlp_ratio")
+        check_divisible(self, "num_heads", (self.embed_dim,), (self.num_heads,), "embed_dim")
 
 
 class Block(FeedForwardBlock):
