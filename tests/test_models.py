@@ -63,15 +63,20 @@ def _native(name: str) -> int:
     return lgvit.get_spec(name).native_size
 
 
+def _smallest(model: torch.nn.Module) -> int:
+    """The smallest side the model accepts: one patch, or one token in the last stage."""
+    return model.patch_size if isinstance(model, TokenModel) else model.min_size
+
+
 def test_every_family_has_small_overrides() -> None:
     assert set(_SHRINK) == set(FAMILIES)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_at_native_and_odd_size(name: str) -> None:
-    model, n = _model(name), _native(name)
+def test_forward_at_native_odd_and_smallest_size(name: str) -> None:
+    model, n, s = _model(name), _native(name), _smallest(_model(name))
     with torch.no_grad():
-        for h, w in ((n, n), _odd_size(model)):
+        for h, w in ((n, n), _odd_size(model), (s, s)):
             out = model(_input(model, h, w))
             assert out.shape == (BATCH, model.num_classes) and torch.isfinite(out).all(), (h, w)
 
@@ -171,7 +176,7 @@ def test_bad_inputs_get_clear_errors(name: str) -> None:
         model(torch.randn(model.in_chans, h, w))
     with pytest.raises(ValueError, match=f"expected {model.in_chans} input channels, got {model.in_chans + 1}"):
         model(torch.randn(1, model.in_chans + 1, h, w))
-    small = model.patch_size - 1 if isinstance(model, TokenModel) else model.min_size - 1
+    small = _smallest(model) - 1
     with pytest.raises(ValueError, match="resize or pad"):
         model(_input(model, small, w, batch=1))
     with pytest.raises(ValueError, match="resize or pad"):
