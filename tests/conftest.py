@@ -60,15 +60,3 @@ def check_intermediates(model: nn.Module, x: torch.Tensor, exact_size: bool = Fa
         model.forward_intermediates(x, output_fmt="NLC")
     return feats
 
-
-def check_window_model_interface(model: nn.Module, x: torch.Tensor, num_features: int) -> None:
-    """timm's interface on a window-attention backbone (GC ViT, Swin): intermediates, pre-logits,
-    classifier reset, and weight decay kept off the bias tables but on the projections."""
-    check_intermediates(model, x)
-    with torch.no_grad():
-        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (x.shape[0], num_features)
-    model.reset_classifier(7)
-    assert model(x).shape == (x.shape[0], 7) and model.num_classes == 7
-    nwd = model.no_weight_decay()
-    assert "stages.0.blocks.0.attn.rel_pos.relative_position_bias_table" in nwd
-    assert "stages.0.blocks.0.attn.qkv.weight" not in nwd
