@@ -234,13 +234,15 @@ def _timm_reference(cfg: dict, img: Image.Image) -> torch.Tensor:
         {"input_size": (3, 224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875},  # GC ViT's
         {"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9},  # Swin-like
         {"input_size": (3, 64, 64), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 1.0},
+        {"input_size": (3, 96, 96), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "squash"},
+        {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"},
     ],
 )
 def test_transform_for_matches_timm(cfg: dict) -> None:
-    cfg = cfg | {"interpolation": "bicubic", "crop_mode": "center", "num_classes": 1000}
+    cfg = {"interpolation": "bicubic", "crop_mode": "center", "num_classes": 1000} | cfg  # MaxViT 384: squash
     model = torch.nn.Identity()
     model.pretrained_cfg = cfg
-    img = _photo(301, 257).resize((301, 257))
+    img = _photo(301, 257)
     ours, theirs = transform_for(model)(img), _timm_reference(cfg, img)
     assert ours.shape == theirs.shape == (3, *cfg["input_size"][1:])
     assert (ours - theirs).abs().mean() < 1e-4

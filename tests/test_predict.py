@@ -216,3 +216,12 @@ def test_eval_refuses_classes_that_do_not_fit_the_head(
     ckpt = write_checkpoint(tmp_path / "wide.pt", data.settings(), str(tree), num_classes=6)
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tree)]) == 2
     assert "lists 4 classes but its model has 6 outputs" in capsys.readouterr().err
+
+
+def test_weights_without_their_preprocessing_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image, weights = tmp_path / "a.png", tmp_path / "w.pth"
+    Image.new("L", (28, 28)).save(image)
+    torch.save(create_model("gcvit_fmnist").state_dict(), weights)  # a bare state dict: no mean/std, no size
+    assert main(["predict", "--pretrained", str(weights), "--model", "gcvit_fmnist", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights}" in err and "preprocessing" in err and "--checkpoint" in err

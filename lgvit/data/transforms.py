@@ -16,6 +16,7 @@ INTERPOLATIONS = {
     "nearest": v2.InterpolationMode.NEAREST,
     "lanczos": v2.InterpolationMode.LANCZOS,
 }
+CROP_MODES = ("center", "squash")
 _CFG_KEYS = ("input_size", "mean", "std")  # a pretrained_cfg must hold these; crop_pct and interpolation default
 
 AUGMENTS = ("trivial", "randaug", "none")
@@ -74,10 +75,12 @@ def eval_transform(
     crop_pct: float = 0.875,
     interpolation: str = "bicubic",
     resize: bool = True,
+    crop_mode: str = "center",
 ) -> v2.Compose:
-    """Resize the short side to floor(img_size / crop_pct) and centre-crop img_size (if `resize`), scale, normalise.
+    """Resize to floor(img_size / crop_pct) and centre-crop img_size (if `resize`), scale, normalise.
 
-    A PIL image is resized by PIL, before it becomes a tensor, as timm's `create_transform` does.
+    crop_mode 'center' resizes the short side (keeping the aspect ratio), 'squash' both sides. A PIL image
+    is resized by PIL, before it becomes a tensor, as timm's `create_transform` does.
     """
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], not {crop_pct}")
@@ -85,16 +88,20 @@ def eval_transform(
         raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
     if len(mean) != len(std) or min(std) <= 0:
         raise ValueError(f"mean {mean} and std {std} need one value per channel, std > 0")
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode {crop_mode!r} is not one of {', '.join(CROP_MODES)}")
     mode = INTERPOLATIONS[interpolation]
     side = math.floor(img_size / crop_pct)
+    side = (side, side) if crop_mode == "squash" else side
     sizing = [v2.Resize(side, interpolation=mode, antialias=True), v2.CenterCrop(img_size)] if resize else []
     return v2.Compose([*sizing, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 def eval_config(pretrained_cfg: dict[str, Any], name: str = "the model") -> dict[str, Any]:
-    """`eval_transform`'s arguments from a pretrained_cfg (input_size, mean, std, crop_pct, interpolation).
+    """`eval_transform`'s arguments from a pretrained_cfg (input_size, mean, std, crop_pct, interpolation, crop_mode).
 
-    crop_pct and interpolation default to 0.875 and bicubic (timm's defaults); the others must be there.
+    crop_pct, interpolation and crop_mode default to 0.875, bicubic and center (timm's defaults); the others
+    must be there.
     """
     missing = [key for key in _CFG_KEYS if pretrained_cfg.get(key) is None]
     if missing:
@@ -112,12 +119,13 @@ def eval_config(pretrained_cfg: dict[str, Any], name: str = "the model") -> dict
         "std": std,
         "crop_pct": float(pretrained_cfg.get("crop_pct") or 0.875),
         "interpolation": pretrained_cfg.get("interpolation") or "bicubic",
+        "crop_mode": pretrained_cfg.get("crop_mode") or "center",
     }
 
 
 def transform_for(model: nn.Module) -> v2.Compose:
-    """The evaluation transform of `model`'s weights, from `model.pretrained_cfg` (its size, mean/std, crop
-    and interpolation), like timm's `create_transform(**resolve_data_config(model=model))`.
+    """The evaluation transform of `model`'s weights, from `model.pretrained_cfg` (its size, mean/std, crop,
+    crop mode and interpolation), like timm's `create_transform(**resolve_data_config(model=model))`.
 
     It takes a PIL image of the model's channel count (see `load_image`) or a uint8 tensor (C, H, W).
     """

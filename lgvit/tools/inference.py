@@ -45,10 +45,13 @@ class Loaded:
     crop_pct: float
     label: str  # where the weights came from
     interpolation: str = "bicubic"
+    crop_mode: str = "center"
 
     def transform(self) -> v2.Compose:
         """The evaluation transform of these weights (the one `lgvit eval` uses on image files)."""
-        return eval_transform(self.img_size, self.mean, self.std, self.crop_pct, self.interpolation)
+        return eval_transform(
+            self.img_size, self.mean, self.std, self.crop_pct, self.interpolation, crop_mode=self.crop_mode
+        )
 
 
 @dataclass
@@ -141,11 +144,15 @@ def _class_names(name: str, source: str, model: nn.Module, labels: list[str] | N
 def from_pretrained(name: str, source: str, labels: list[str] | None) -> Loaded:
     """A registered model with pretrained weights (tag, file or hub id) and its evaluation preprocessing."""
     model = create_model(name, pretrained=source).eval()
-    prep = eval_config(model.pretrained_cfg, name)
+    fix = "predict with --checkpoint on its lgvit train checkpoint, or lgvit convert that checkpoint, which keeps it"
+    try:
+        prep = eval_config(model.pretrained_cfg, name)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e.args[0].split(':')[0]}: {fix}") from e
     if len(prep["mean"]) != model.in_chans:
         raise ValueError(
-            f"{name} takes {model.in_chans} input channels but the preprocessing of {source} is for "
-            f"{len(prep['mean'])}: use weights made for {name} (e.g. lgvit convert of its training checkpoint)"
+            f"{source} carries no preprocessing for {name}'s {model.in_chans}-channel input "
+            f"(its pretrained_cfg has mean {prep['mean']}): {fix}"
         )
     classes = _class_names(name, source, model, labels)
     label = f"{name} from {source}"
@@ -159,6 +166,7 @@ def from_pretrained(name: str, source: str, labels: list[str] | None) -> Loaded:
         prep["crop_pct"],
         label,
         prep["interpolation"],
+        prep["crop_mode"],
     )
 
 
