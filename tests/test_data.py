@@ -305,3 +305,13 @@ def test_corrupt_gz_idx_names_the_file(tmp_path: Path, damage: str) -> None:
     path.write_bytes(broken)
     with pytest.raises(ValueError, match=f"{path} is (corrupt|truncated).*download it again"):
         build_data(str(root), 28, 1)
+
+
+def test_transform_for_a_registered_model_matches_timm() -> None:
+    timm_data = pytest.importorskip("timm.data")
+    from lgvit import create_model
+
+    model = create_model("gcvit_xxtiny")  # the in1k tag's settings: 224, crop 0.875, bicubic
+    img = _photo(250, 300)
+    theirs = timm_data.create_transform(**timm_data.resolve_data_config(model=model), is_training=False)(img)
+    assert (transform_for(model)(img) - theirs).abs().mean() < 1e-4

@@ -15,7 +15,7 @@ from lgvit import create_model
 from lgvit.cli import main
 from lgvit.convert import CheckpointError
 from lgvit.data import build_data, imagenet_classes, load_image, transform_for
-from lgvit.tools.inference import _class_names, from_checkpoint, predict_images
+from lgvit.tools.inference import _class_names, from_checkpoint, predict_images, resolve_device
 from lgvit.training.checkpoint import FORMAT
 
 CLASSES = sorted(SHAPES)
@@ -225,3 +225,18 @@ def test_weights_without_their_preprocessing_are_refused(tmp_path: Path, capsys:
     assert main(["predict", "--pretrained", str(weights), "--model", "gcvit_fmnist", str(image)]) == 2
     err = capsys.readouterr().err
     assert f"{weights}" in err and "preprocessing" in err and "--checkpoint" in err
+
+
+def test_device_names_resolve_or_say_what_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda: no CUDA GPU is visible; use --device cpu"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"--device cuda:2: only 2 CUDA GPU\(s\) are visible \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+    for name in ("gpu", "mps", "cuda:x"):
+        with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
+            resolve_device(name)

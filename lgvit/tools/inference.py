@@ -120,6 +120,7 @@ def from_checkpoint(path: str, weights: str = "auto") -> Loaded:
         "mean": mean,
         "std": std,
         **prep,
+        "crop_mode": "center",
         "num_classes": len(classes),
         "label_names": classes,
     }
