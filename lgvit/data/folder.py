@@ -34,7 +34,9 @@ def _problem(path: str, e: Exception) -> UnreadableImage:
             f"too many pixels, a possible decompression bomb ({e}); if you trust the file, "
             "raise PIL.Image.MAX_IMAGE_PIXELS"
         )
-    elif Path(path).is_file() and Path(path).stat().st_size == 0:
+    elif not Path(path).is_file():
+        what = "no such file"
+    elif Path(path).stat().st_size == 0:
         what = "the file is empty"
     elif isinstance(e, UnidentifiedImageError):
         what = "not an image file PIL can read"
