@@ -1,6 +1,8 @@
 """Datasets: IDX files (gzipped or raw), ImageFolder trees of any image size and mode, and their errors."""
 
 import gzip
+import io
+import shutil
 import warnings
 from pathlib import Path
 
@@ -9,7 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from lgvit.data import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, AugmentConfig, build_data, read_idx
+from lgvit.constants import IMAGENET_MEAN, IMAGENET_STD
+from lgvit.data import (
+    DEFAULT_IDX_DIR,
+    FASHION_MNIST_CLASSES,
+    AugmentConfig,
+    UnreadableImage,
+    build_data,
+    eval_transform,
+    read_idx,
+    transform_for,
+)
 
 SHAPES = ("top", "bottom", "vertical", "square")  # flip-invariant classes a tiny model learns in a few steps
 
@@ -172,3 +184,134 @@ def test_real_fashion_mnist() -> None:
     assert data.classes == list(FASHION_MNIST_CLASSES)
     assert (len(data.train), len(data.val)) == (60000, 10000)
     assert abs(data.mean[0] - 0.286) < 0.01 and abs(data.std[0] - 0.353) < 0.01
+
+
+def _photo(w: int = 40, h: int = 24, seed: int = 0) -> Image.Image:
+    """A smooth, asymmetric RGB image (gradients and a blob), so a rotation or resize changes its pixels."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    arr = np.stack([xx * 255 / w, yy * 255 / h, 128 + 100 * np.sin(xx / 5 + yy / 7)], -1)
+    arr = arr + rng.normal(0, 8, arr.shape)
+    arr[h // 4 : h // 2, w // 8 : w // 3] = (250, 20, 20)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def save_rotated_jpeg(path: Path, upright: Path, orientation: int = 6) -> None:
+    """A JPEG at `path` whose stored pixels are rotated, with the EXIF orientation that shows them upright;
+    `upright` gets those pixels, rotated back by hand, as a lossless PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 6: the viewer rotates 90 degrees clockwise
+    _photo().transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    with Image.open(path) as stored:
+        stored.load()
+        stored.transpose(Image.Transpose.ROTATE_270).save(upright)
+
+
+def test_load_image_applies_exif_orientation_in_predict_and_folders(tmp_path: Path) -> None:
+    from lgvit.data import load_image
+
+    save_rotated_jpeg(tmp_path / "val" / "a" / "photo.jpg", tmp_path / "upright.png")
+    (tmp_path / "train").mkdir()
+    shutil.copytree(tmp_path / "val" / "a", tmp_path / "train" / "a")
+    seen, upright = load_image(str(tmp_path / "val" / "a" / "photo.jpg"), "RGB"), Image.open(tmp_path / "upright.png")
+    assert seen.size == upright.size == (40, 24)
+    assert np.array_equal(np.asarray(seen), np.asarray(upright.convert("RGB")))
+    data = build_data(str(tmp_path), 32, 3, train=False)
+    expected = eval_transform(32, data.mean, data.std, data.crop_pct, data.interpolation)(upright.convert("RGB"))
+    assert torch.equal(data.val[0][0], expected)
+
+
+def _timm_reference(cfg: dict, img: Image.Image) -> torch.Tensor:
+    timm_data = pytest.importorskip("timm.data")
+    config = timm_data.resolve_data_config(pretrained_cfg=cfg)
+    return timm_data.create_transform(**config, is_training=False)(img)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"input_size": (3, 224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875},  # GC ViT's
+        {"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9},  # Swin-like
+        {"input_size": (3, 64, 64), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 1.0},
+        {"input_size": (3, 96, 96), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "squash"},
+        {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"},
+    ],
+)
+def test_transform_for_matches_timm(cfg: dict) -> None:
+    cfg = {"interpolation": "bicubic", "crop_mode": "center", "num_classes": 1000} | cfg  # MaxViT 384: squash
+    model = torch.nn.Identity()
+    model.pretrained_cfg = cfg
+    img = _photo(301, 257)
+    ours, theirs = transform_for(model)(img), _timm_reference(cfg, img)
+    assert ours.shape == theirs.shape == (3, *cfg["input_size"][1:])
+    assert (ours - theirs).abs().mean() < 1e-4
+
+
+def test_transform_for_needs_the_preprocessing() -> None:
+    model = torch.nn.Identity()
+    model.pretrained_cfg = {"num_classes": 10}
+    with pytest.raises(ValueError, match="no input_size, mean, std in its pretrained_cfg"):
+        transform_for(model)
+    model.pretrained_cfg = {"input_size": (1, 28, 28), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    with pytest.raises(ValueError, match="1 input channels but mean"):
+        transform_for(model)
+    with pytest.raises(ValueError, match="interpolation 'cubic'"):
+        eval_transform(28, (0.5,), (0.5,), 0.875, "cubic")
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_truncated_jpeg_and_decompression_bombs_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_image_folder(tmp_path / "tree", per_class=2, corrupt=False)
+    whole = _jpeg_bytes(_photo(64, 48))
+    (root / "train" / "top" / "cut.jpg").write_bytes(whole[: len(whole) * 4 // 5])  # cut in the pixel data
+    with Image.open(root / "train" / "top" / "cut.jpg") as img:
+        img.verify()  # which does not notice
+    (root / "train" / "top" / "padded.jpg").write_bytes(whole + b"\0" * 100)  # trailing bytes: still a good JPEG
+    _photo(110, 100).save(root / "train" / "bottom" / "bomb.png")  # 11000 pixels
+    _photo(80, 70).save(root / "train" / "bottom" / "big.png")  # 5600 pixels: over the limit, under twice it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # PIL refuses over 2x, warns over 1x; the tree's are < 4000
+    with pytest.warns(UserWarning, match="skipping") as caught:
+        data = build_data(str(root), 16, 3, AugmentConfig())
+    assert sorted(Path(p).name for p in data.skipped) == ["big.png", "bomb.png", "cut.jpg"]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "truncated" in messages and "decompression bomb" in messages and "MAX_IMAGE_PIXELS" in messages
+    names = [Path(p).name for p, _ in data.train.samples]
+    assert "padded.jpg" in names and len(data.train) == 9
+    for i in range(len(data.train)):  # a whole epoch decodes
+        assert data.train[i][0].shape == (3, 16, 16)
+
+
+def test_image_broken_after_the_scan_names_the_file(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "tree", per_class=1, corrupt=False)
+    data = build_data(str(root), 16, 3, AugmentConfig())
+    path = Path(data.train.samples[0][0])
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UnreadableImage, match=f"cannot read image {path}.*replace or remove the file"):
+        data.train[0]
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "crc"])
+def test_corrupt_gz_idx_names_the_file(tmp_path: Path, damage: str) -> None:
+    root = make_idx_dir(tmp_path / "shapes", 16, 8)
+    path = root / "t10k-images-idx3-ubyte.gz"
+    raw = path.read_bytes()
+    broken = {"cut": raw[: len(raw) // 2], "garbage": b"\x1f\x8b" + b"x" * 50, "crc": raw[:-8] + b"\0" * 8}[damage]
+    path.write_bytes(broken)
+    with pytest.raises(ValueError, match=f"{path} is (corrupt|truncated).*download it again"):
+        build_data(str(root), 28, 1)
+
+
+def test_transform_for_a_registered_model_matches_timm() -> None:
+    timm_data = pytest.importorskip("timm.data")
+    from lgvit import create_model
+
+    model = create_model("gcvit_xxtiny")  # the in1k tag's settings: 224, crop 0.875, bicubic
+    img = _photo(250, 300)
+    theirs = timm_data.create_transform(**timm_data.resolve_data_config(model=model), is_training=False)(img)
+    assert (transform_for(model)(img) - theirs).abs().mean() < 1e-4

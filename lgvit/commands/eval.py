@@ -1,7 +1,12 @@
-"""`lgvit eval`: top-1/top-5, per-class accuracy and a confusion-matrix PNG for a checkpoint on a dataset."""
+"""`lgvit eval`: top-1/top-5, per-class accuracy and a confusion-matrix PNG for a checkpoint on a dataset.
+
+Image files are prepared as the checkpoint's own data was (the same function `lgvit predict` uses). The
+results are printed before eval.json and the PNG are written, so a folder that cannot be written loses nothing.
+"""
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -14,37 +19,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto", help="auto: the better at training")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (a GPU if visible), cpu, cuda or cuda:N")
     p.add_argument("--output", default=None, help="folder for eval.json and the PNG (default: the checkpoint's)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _check_args(args: argparse.Namespace) -> None:
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output} is a file, not a folder: give a folder for eval.json and the PNG")
+    if args.batch_size < 1 or args.workers < 0:
+        raise ValueError(
+            f"--batch-size must be at least 1 and --workers at least 0, not {args.batch_size}, {args.workers}"
+        )
 
-    from ..data import build_data
+
+def _save(out: Path, result: dict, report: dict, classes: list[str]) -> int:
+    """Writes eval.json and the confusion PNG to `out`; a folder that cannot be written is an error line, 2."""
     from ..files import atomic_write_text
-    from ..tools.inference import from_checkpoint
+    from ..training.report import plot_confusion
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_confusion(result["confusion"], classes, out / "eval_confusion.png", f"{result['top1']:.2f}% top-1")
+        atomic_write_text(out / "eval.json", json.dumps(report | {"classes": classes}, indent=2))
+    except OSError as e:
+        reason = e.strerror or str(e)
+        print(
+            f"lgvit eval: error: cannot write eval.json and eval_confusion.png to {out} ({reason}): "
+            "the results are above; pass --output DIR with a folder you can write",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"confusion matrix: {out / 'eval_confusion.png'}; numbers: {out / 'eval.json'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_data
+    from ..tools.inference import from_checkpoint, resolve_device
     from ..training.distributed import Dist
     from ..training.engine import StepOptions, evaluate
-    from ..training.report import per_class_table, plot_confusion
+    from ..training.report import per_class_table
 
+    _check_args(args)
+    device = resolve_device(args.device)
     loaded = from_checkpoint(args.checkpoint, args.weights)
-    data = build_data(args.data, loaded.img_size, loaded.in_chans, train=False, norm=(loaded.mean, loaded.std))
+    if len(loaded.classes) != loaded.model.num_classes:
+        raise ValueError(
+            f"{args.checkpoint} lists {len(loaded.classes)} classes but its model has {loaded.model.num_classes} "
+            "outputs: the checkpoint is inconsistent; evaluate another one"
+        )
+    norm = (loaded.mean, loaded.std)
+    prep = {"crop_pct": loaded.crop_pct, "interpolation": loaded.interpolation}
+    data = build_data(args.data, loaded.img_size, loaded.in_chans, train=False, norm=norm, **prep)
     if data.classes != loaded.classes:
         raise ValueError(
             f"{data.root} has classes {data.classes[:5]}... but the checkpoint was trained on "
             f"{loaded.classes[:5]}...: evaluate on data with the same classes"
         )
     loader = DataLoader(data.val, args.batch_size, num_workers=args.workers)
-    result = evaluate(loaded.model, loader, len(loaded.classes), StepOptions(torch.device("cpu")), Dist())
-    out = Path(args.output or Path(args.checkpoint).parent)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(result["confusion"], loaded.classes, out / "eval_confusion.png", f"{result['top1']:.2f}% top-1")
-    report = {k: v for k, v in result.items() if k != "confusion"} | {"images": len(data.val), "data": data.root}
-    atomic_write_text(out / "eval.json", json.dumps(report | {"classes": loaded.classes}, indent=2))
+    model = loaded.model.to(device)
+    result = evaluate(model, loader, len(loaded.classes), StepOptions(device), Dist())
     print(f"{loaded.label} on {len(data.val)} images of {data.root}")
     print(per_class_table(loaded.classes, result["per_class"]))
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
-    print(f"confusion matrix: {out / 'eval_confusion.png'}; numbers: {out / 'eval.json'}")
-    return 0
+    report = {k: v for k, v in result.items() if k != "confusion"} | {"images": len(data.val), "data": data.root}
+    return _save(Path(args.output or Path(args.checkpoint).parent), result, report, loaded.classes)

@@ -1,6 +1,11 @@
-"""`lgvit predict`: top-k labels with probabilities for image files of any size and mode."""
+"""`lgvit predict`: top-k labels with probabilities for image files of any size and mode.
+
+An unreadable file (missing, empty, not an image, truncated) is reported on stderr and the others are
+still predicted; the exit status is then 2.
+"""
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -11,28 +16,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", help="best.pt or last.pt written by lgvit train")
     src.add_argument("--pretrained", help="pretrained tag, file or hub id (with --model)")
     p.add_argument("--model", help="registered model name, with --pretrained")
-    p.add_argument("--labels", help="text file with one class name a line, with --pretrained")
+    p.add_argument(
+        "--labels",
+        help="text file with one class name a line, with --pretrained "
+        "(default: the names the weights carry; ImageNet-1k's for an in1k tag)",
+    )
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
+    p.add_argument("--device", default="auto", help="auto (a GPU if visible), cpu, cuda or cuda:N")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..tools.inference import from_checkpoint, from_pretrained, predict_images
+def _check_args(args: argparse.Namespace) -> None:
+    """The flags' own errors, found before any model is loaded."""
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, not {args.topk}")
+    if args.checkpoint and args.labels:
+        raise ValueError("--labels goes with --pretrained: a checkpoint carries its own class names")
+    if args.pretrained and not args.model:
+        raise ValueError("--pretrained needs --model NAME (see lgvit models)")
+    if not any(Path(path).is_file() for path in args.images):
+        raise FileNotFoundError(f"no such image file: {', '.join(args.images)}")
 
-    missing = [path for path in args.images if not Path(path).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import read_labels
+    from ..tools.inference import from_checkpoint, from_pretrained, predict_images, resolve_device
+
+    _check_args(args)
+    device = resolve_device(args.device)
+    labels = read_labels(args.labels) if args.labels else None
     if args.checkpoint:
         loaded = from_checkpoint(args.checkpoint, args.weights)
     else:
-        if not args.model:
-            raise ValueError("--pretrained needs --model NAME (see lgvit models)")
-        labels = Path(args.labels).read_text().split("\n") if args.labels else None
-        loaded = from_pretrained(
-            args.model, args.pretrained, [s.strip() for s in labels if s.strip()] if labels else None
+        loaded = from_pretrained(args.model, args.pretrained, labels)
+    failed = 0
+    for pred in predict_images(loaded, args.images, args.topk, device):
+        if pred.error:
+            failed += 1
+            print(f"lgvit predict: error: {pred.error}", file=sys.stderr)
+        else:
+            print(f"{pred.path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in pred.top))
+    if failed:
+        print(
+            f"lgvit predict: error: {failed} of {len(args.images)} images could not be read (above); "
+            "the others were predicted",
+            file=sys.stderr,
         )
-    for path, top in zip(args.images, predict_images(loaded, args.images, args.topk), strict=True):
-        print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+        return 2
     return 0

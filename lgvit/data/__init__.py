@@ -1,23 +1,33 @@
 """Datasets for training and evaluation: Fashion-MNIST IDX files (`idx`) or ImageFolder trees (`folder`),
-their transforms and augmentation recipe (`transforms`), and `build_data` choosing between them (`build`)."""
+their transforms and augmentation recipe (`transforms`), class-name files (`labels`, with the ImageNet-1k
+names as package data), and `build_data` choosing between them (`build`)."""
 
-from .build import DataBundle, build_data, resolve_data_dir
-from .folder import load_image, pil_mode
+from .build import EVAL_DEFAULTS, DataBundle, build_data, data_kind, resolve_data_dir
+from .folder import UnreadableImage, check_image, load_image, pil_mode
 from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, TensorImages, read_idx
-from .transforms import AUGMENTS, AugmentConfig, eval_transform, mix_transform
+from .labels import imagenet_classes, read_labels
+from .transforms import AUGMENTS, AugmentConfig, eval_config, eval_transform, mix_transform, transform_for
 
 __all__ = [
     "AUGMENTS",
     "DEFAULT_IDX_DIR",
+    "EVAL_DEFAULTS",
     "FASHION_MNIST_CLASSES",
     "AugmentConfig",
     "DataBundle",
     "TensorImages",
+    "UnreadableImage",
     "build_data",
+    "check_image",
+    "data_kind",
+    "eval_config",
     "eval_transform",
+    "imagenet_classes",
     "load_image",
     "mix_transform",
     "pil_mode",
     "read_idx",
+    "read_labels",
     "resolve_data_dir",
+    "transform_for",
 ]

@@ -10,6 +10,14 @@ from .folder import check_same_classes, image_folder, pil_mode
 from .idx import DEFAULT_IDX_DIR, TensorImages, class_names, is_idx_dir, load_idx_split, resize_images
 from .transforms import AugmentConfig, eval_transform, train_transform
 
+# How each kind of data is prepared for evaluation, by `build_data` and (from a checkpoint's data settings)
+# by `lgvit predict`: IDX images are resized whole; image files are resized to img_size / 0.875 and
+# centre-cropped, bilinearly like the training crops.
+EVAL_DEFAULTS: dict[str, dict] = {
+    "idx": {"crop_pct": 1.0, "interpolation": "bilinear"},
+    "folder": {"crop_pct": 0.875, "interpolation": "bilinear"},
+}
+
 
 @dataclass
 class DataBundle:
@@ -24,7 +32,14 @@ class DataBundle:
     std: tuple[float, ...]
     img_size: int
     in_chans: int
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
     skipped: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict:
+        """What a checkpoint keeps to prepare images as this data's val split is prepared (`lgvit predict`)."""
+        keys = ("kind", "img_size", "in_chans", "mean", "std", "crop_pct", "interpolation")
+        return {key: getattr(self, key) for key in keys}
 
 
 def resolve_data_dir(data: str | None) -> Path:
@@ -38,6 +53,16 @@ def resolve_data_dir(data: str | None) -> Path:
         f"no dataset at {DEFAULT_IDX_DIR}: install it (sudo apt-get install dataset-fashion-mnist) "
         "or pass --data DIR (Fashion-MNIST IDX files, or an ImageFolder tree with train/ and val/)"
     )
+
+
+def data_kind(root: Path, train: bool = True) -> str | None:
+    """'idx' for a Fashion-MNIST IDX folder (for evaluation a t10k split suffices), 'folder' for an ImageFolder
+    tree (train/ or val/), None for neither."""
+    if is_idx_dir(root) or (not train and any(root.glob("t10k-images-idx*-ubyte*"))):
+        return "idx"
+    if (root / "val").is_dir() or (root / "train").is_dir():
+        return "folder"
+    return None
 
 
 def _idx_bundle(
@@ -54,14 +79,16 @@ def _idx_bundle(
     mean, std = norm
     train_x = train_x if train else None
     num_classes = int(max(val_y.max(), train_y.max() if train_y is not None else 0)) + 1
-    val_tf = eval_transform(img_size, mean, std, 1.0, resize=False)
+    val_tf = eval_transform(img_size, mean, std, resize=False)
     train_ds = None
     if train_x is not None:
         tf = train_transform(img_size, mean, std, augment, False) if augment else val_tf
         train_ds = TensorImages(train_x, train_y, in_chans, tf)
     val_ds = TensorImages(val_x, val_y, in_chans, val_tf)
     classes = class_names(root, num_classes)
-    return DataBundle(train_ds, val_ds, classes, "idx", str(root), mean, std, img_size, in_chans)
+    return DataBundle(
+        train_ds, val_ds, classes, "idx", str(root), mean, std, img_size, in_chans, **EVAL_DEFAULTS["idx"]
+    )
 
 
 def _folder_bundle(
@@ -70,21 +97,24 @@ def _folder_bundle(
     in_chans: int,
     augment: AugmentConfig | None,
     train: bool,
-    crop_pct: float,
+    prep: dict,
     norm: tuple | None,
 ) -> DataBundle:
     """ImageFolder splits read from files per image; ImageNet normalisation unless `norm` is given."""
     mean, std = norm or ((IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else IMAGENET_GRAY)
     pil_mode(in_chans)
     bad: list[str] = []
-    val_tf = eval_transform(img_size, mean, std, crop_pct)
+    val_tf = eval_transform(img_size, mean, std, **prep)
     val_ds = image_folder(root / "val", in_chans, val_tf, bad)
     train_ds = None
     if train:
         tf = train_transform(img_size, mean, std, augment, True) if augment else val_tf
         train_ds = image_folder(root / "train", in_chans, tf, bad)
         check_same_classes(train_ds.classes, val_ds.classes, root)
-    return DataBundle(train_ds, val_ds, list(val_ds.classes), "folder", str(root), mean, std, img_size, in_chans, bad)
+    classes = list(val_ds.classes)
+    return DataBundle(
+        train_ds, val_ds, classes, "folder", str(root), mean, std, img_size, in_chans, **prep, skipped=bad
+    )
 
 
 def build_data(
@@ -93,8 +123,9 @@ def build_data(
     in_chans: int,
     augment: AugmentConfig | None = None,
     train: bool = True,
-    crop_pct: float = 0.875,
+    crop_pct: float | None = None,
     norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    interpolation: str | None = None,
 ) -> DataBundle:
     """Train/val datasets from `data` (IDX folder or ImageFolder tree; default: Debian's Fashion-MNIST).
 
@@ -103,15 +134,19 @@ def build_data(
         in_chans: 1 or 3; images of any mode are converted.
         augment: training augmentation, or None for evaluation transforms on both splits.
         train: False reads only the val split (evaluation).
-        crop_pct: centre-crop fraction for image files at evaluation.
+        crop_pct, interpolation: how image files are resized and centre-cropped at evaluation, e.g. a
+            checkpoint's (default: EVAL_DEFAULTS['folder']); IDX images are always resized whole.
         norm: (mean, std) to normalise with, e.g. a checkpoint's; default: the IDX train split's
             statistics, ImageNet's for image files.
     """
     root = resolve_data_dir(data)
-    if is_idx_dir(root) or (not train and any(root.glob("t10k-images-idx*-ubyte*"))):
+    kind = data_kind(root, train)
+    if kind == "idx":
         return _idx_bundle(root, img_size, in_chans, augment, train, norm)
-    if (root / "val").is_dir() or (root / "train").is_dir():
-        return _folder_bundle(root, img_size, in_chans, augment, train, crop_pct, norm)
+    if kind == "folder":
+        prep = dict(EVAL_DEFAULTS["folder"])
+        prep.update({k: v for k, v in (("crop_pct", crop_pct), ("interpolation", interpolation)) if v is not None})
+        return _folder_bundle(root, img_size, in_chans, augment, train, prep, norm)
     raise FileNotFoundError(
         f"{root} is neither a Fashion-MNIST IDX folder (train-images-idx3-ubyte[.gz], t10k-...) "
         "nor an ImageFolder tree (train/ and val/ of class folders)"

@@ -6,6 +6,7 @@ format (magic, dims, data, big-endian) directly from the layout Debian's dataset
 """
 
 import gzip
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,22 +29,33 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 SPLITS = {"train": "train", "val": "t10k"}
+_REFETCH = (
+    "download it again (Fashion-MNIST: sudo apt-get install --reinstall dataset-fashion-mnist) "
+    "or pass --data with another folder"
+)
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
 
 
 def read_idx(path: Path) -> torch.Tensor:
     """One IDX file (raw or gzipped) as a tensor of its stored shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path} is corrupt ({type(e).__name__}: {e}): {_REFETCH}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
-    ndim = data[3]
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}): {_REFETCH}")
+    ndim, dtype = data[3], np.dtype(_DTYPES[data[2]])
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_DTYPES[data[2]])
-    array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {array.size} values")
+    offset = 4 + 4 * ndim
+    found = max(0, len(data) - offset)
+    if found != int(np.prod(dims)) * dtype.itemsize:
+        raise ValueError(
+            f"{path} is truncated or corrupt: its header says {dims} values of {dtype.itemsize} bytes, "
+            f"it holds {found} bytes of data: {_REFETCH}"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=offset)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="))).reshape(dims)  # (N, *dims[1:])
 
 
