@@ -39,8 +39,9 @@ def error_message(e: BaseException) -> str:
     """The one-line text of a command's error; an OS error raised by the system also names its file and the fix."""
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
-    if isinstance(e, OSError) and e.errno is not None and e.filename is not None:
-        return f"{e.strerror}: {e.filename} ({_FIXES.get(e.errno, 'check the path')})"
+    if isinstance(e, OSError) and e.strerror is not None:  # OSError(errno, text[, file]), without "[Errno N]"
+        where = f": {e.filename}" if e.filename is not None else ""
+        return f"{e.strerror}{where} ({_FIXES.get(e.errno, 'check the path')})"
     return str(e)
 
 

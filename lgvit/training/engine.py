@@ -63,7 +63,7 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, opts: StepOptions) -> tuple[tor
 
 
 def _optimizer_step(state: TrainState, opts: StepOptions, finite_loss: bool) -> bool:
-    """Clips and steps; skips the step (weights and EMA unchanged) when the loss or the gradient is not finite.
+    """Clips and steps; skips the step (weights, schedule and EMA unchanged) when the loss or gradient is not finite.
 
     Returns whether the step was taken. With a GradScaler (fp16), an infinite gradient of a finite loss is
     the scaler's to handle (it skips the step and lowers its scale), so only a non-finite loss counts.
@@ -82,9 +82,10 @@ def _optimizer_step(state: TrainState, opts: StepOptions, finite_loss: bool) -> 
         if taken:
             state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    state.scheduler.step()
-    if taken and state.ema is not None:
-        state.ema.update(state.raw)
+    if taken:
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update(state.raw)
     return taken
 
 
