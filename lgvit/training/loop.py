@@ -305,7 +305,8 @@ def _setup(
 ) -> tuple[_Run, nn.Module, dict | None]:
     """Data (`data`, or built from `cfg`), model and the checkpoint to resume from (if any)."""
     out = Path(cfg.output or f"runs/{cfg.model}")
-    check_output(out)
+    if d.main:  # only rank 0 writes (on several machines, only node 0 has the folder)
+        check_output(out)
     ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
     data = train_data(cfg) if data is None else data
     if data.train is None:
