@@ -362,6 +362,13 @@ def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(
     assert "no checkpoint was saved" in err and "--lr (this run: 0.003)" in err and "Traceback" not in err
 
 
+def test_a_huge_learning_rate_stops_the_run_without_a_nan_checkpoint(shapes_idx: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(output=str(tmp_path), epochs=2, **{**FAST, "lr": 1e9})  # used to save an all-NaN best.pt
+    with pytest.raises(RuntimeError, match=r"epoch 1, batch \d of 4.*no checkpoint was saved.*1e\+09"):
+        train(cfg, data=_small_bundle(shapes_idx))
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
 def test_a_nan_evaluation_never_becomes_best(shapes_idx: Path, tmp_path: Path) -> None:
     calls = []
 

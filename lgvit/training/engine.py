@@ -106,35 +106,41 @@ def train_one_epoch(
     model = state.model.train()
     bar = tqdm(total=batches, initial=state.step, desc=desc, disable=not d.main, dynamic_ncols=True, leave=False)
     start, seen, finite = time.perf_counter(), 0, True
-    for x, y in loader:
-        x, y = _to_device(x, y, opts)
-        update = (state.step + 1) % opts.accum_steps == 0 or state.step + 1 == batches
-        sync = contextlib.nullcontext() if update or not d.enabled else model.no_sync()
-        with sync:
-            with _autocast(opts):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
-            (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
-        value = loss.item()
-        if math.isfinite(value):  # a skipped batch counts in no sum
-            labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
-            state.sums["loss"] += value * len(x)
-            state.sums["correct"] += (logits.argmax(1) == labels).sum().item()
-            state.sums["count"] += len(x)
-        finite = finite and math.isfinite(value)
-        state.step, seen = state.step + 1, seen + len(x)
-        bar.update()
-        if update:
-            stop_now, finite = _agree(stop(), finite, d)
-            _count_bad_step(state, _optimizer_step(state, opts, finite), batches, value)
-            finite = True
-            if bar.n % 10 == 0 or state.step == batches:
-                bar.set_postfix(_postfix(state, seen * d.world / (time.perf_counter() - start)))
-            if stop_now:
-                bar.close()
-                return False
-    bar.close()
+    with bar:  # closed (its line cleared) on any exit, a diverged loss's error included
+        for x, y in loader:
+            x, y = _to_device(x, y, opts)
+            update = (state.step + 1) % opts.accum_steps == 0 or state.step + 1 == batches
+            value = _forward_backward(state, model, x, y, opts, update or not d.enabled)
+            finite = finite and math.isfinite(value)
+            state.step, seen = state.step + 1, seen + len(x)
+            bar.update()
+            if update:
+                stop_now, finite = _agree(stop(), finite, d)
+                _count_bad_step(state, _optimizer_step(state, opts, finite), batches, value)
+                finite = True
+                if bar.n % 10 == 0 or state.step == batches:
+                    bar.set_postfix(_postfix(state, seen * d.world / (time.perf_counter() - start)))
+                if stop_now:
+                    return False
     return True
+
+
+def _forward_backward(
+    state: TrainState, model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: StepOptions, sync: bool
+) -> float:
+    """One batch's loss and gradient (DDP-synchronised if `sync`), counted in the epoch's sums when finite."""
+    with contextlib.nullcontext() if sync else model.no_sync():
+        with _autocast(opts):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+        (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
+    value = loss.item()
+    if math.isfinite(value):  # a skipped batch counts in no sum
+        labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
+        state.sums["loss"] += value * len(x)
+        state.sums["correct"] += (logits.argmax(1) == labels).sum().item()
+        state.sums["count"] += len(x)
+    return value
 
 
 def _postfix(state: TrainState, img_s: float) -> dict[str, str]:
