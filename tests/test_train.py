@@ -328,9 +328,10 @@ def test_model_kwargs_may_not_contradict_the_data_or_a_flag(shapes_idx: Path, tm
     assert same.completed and same.model.num_classes == 4
 
 
-def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(shapes_idx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("amp", ["none", "fp16"])  # fp16: beside the GradScaler, which skips inf gradients itself
+def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(shapes_idx: Path, tmp_path: Path, amp: str) -> None:
     data = _small_bundle(shapes_idx, bad={5})  # one NaN image: one of the 4 batches per epoch has a NaN loss
-    cfg = TrainConfig(output=str(tmp_path), epochs=2, **FAST)
+    cfg = TrainConfig(output=str(tmp_path), epochs=2, amp=amp, **FAST)
     result = train(cfg, data=data)
     assert result.completed and _finite(result.model)
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in result.history)
