@@ -25,7 +25,7 @@ def _images_per_s(name: str, size: int, device: torch.device) -> float:
     """Batch-1 forward passes per second at `size`, with the model's own channels."""
     model = create_model(name).eval().to(device)
     x = torch.randn(1, model.in_chans, size, size, device=device)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the layers cache masks, which must stay usable for training
         model(x)
         sync_device(device)
         start = time.perf_counter()
