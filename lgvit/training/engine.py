@@ -101,7 +101,8 @@ def train_one_epoch(
     """Trains from batch `state.step` to `batches`; returns False if `stop()` asked to end early.
 
     `stop` is polled after each optimizer step (and agreed on by all processes), so a stopped run
-    is always at an optimizer-step boundary and can be resumed exactly.
+    is always at an optimizer-step boundary and can be resumed exactly. A step whose loss or gradient is
+    NaN/inf is skipped; MAX_BAD_STEPS of them in a row raise NonFiniteLoss.
     """
     model = state.model.train()
     bar = tqdm(total=batches, initial=state.step, desc=desc, disable=not d.main, dynamic_ncols=True, leave=False)
