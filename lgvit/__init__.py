@@ -17,4 +17,4 @@ __all__ = [
     "read_state_dict",
     "save_weights",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml and `lgvit --version` read it

@@ -1,13 +1,16 @@
-"""The `lgvit` command line: models, convert and bench on small inputs."""
+"""The `lgvit` command line: models, convert and bench on small inputs, the version, errors and packaging."""
 
+import errno
 import json
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 
 import lgvit
 from lgvit.cli import main
+from lgvit.training.distributed import pick_device
 
 
 def test_models_lists_counts_beside_official(capsys) -> None:
@@ -41,3 +44,63 @@ def test_bench_reports_speed_memory_and_flops(tmp_path: Path, capsys) -> None:
     assert "| gcvit_xxtiny | infer | lgvit | 1 | 64 |" in table
     (row,) = json.loads(out.read_text())
     assert row["images_per_s"] > 0 and row["peak_mem_mb"] > 0 and row["gmacs"] > 0
+
+
+# --- issue 15: version, OS errors, 1-channel models in bench and models --speed, --device, packaging ------------
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"lgvit {lgvit.__version__}"
+
+
+def test_os_errors_are_one_clear_line(monkeypatch, capsys) -> None:
+    def denied(pattern):
+        raise PermissionError(errno.EACCES, "Permission denied", "/models/list")
+
+    monkeypatch.setattr("lgvit.commands.models.list_models", denied)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "lgvit models: error: Permission denied: /models/list (make it writable or choose another path)\n"
+    with pytest.raises(PermissionError):
+        main(["models", "--debug"])
+
+
+def test_bench_and_models_speed_run_one_channel_models(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "gcvit_fmnist", "--batch", "2", "--iters", "1", "--rounds", "1", "--device", "cpu"]
+    assert main([*args, "--json", str(out)]) == 0  # infer and train, 1 channel, 10 classes, 28 px
+    table = capsys.readouterr().out
+    assert "| gcvit_fmnist | infer | lgvit | 2 | 28 |" in table and "| gcvit_fmnist | train | lgvit | 2 | 28 |" in table
+    rows = json.loads(out.read_text())
+    assert [r["device"] for r in rows] == ["cpu", "cpu"] and all(r["gmacs"] > 0 for r in rows)
+    assert main(["models", "*_fmnist", "--speed", "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "_fmnist |" in line]
+    assert len(lines) == 5 and all(float(line.split("|")[-2]) > 0 for line in lines)
+
+
+def test_device_flag_is_checked(capsys) -> None:
+    for flag, message in (("gpu", "use auto, cpu, cuda or cuda:N"), ("cuda:x", "use auto, cpu, cuda or cuda:N")):
+        assert main(["models", "gcvit_fmnist", "--speed", "--device", flag]) == 2
+        assert message in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible; use --device cpu"):
+            pick_device("cuda:0")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert main(["models", "nothing_like_this*"]) == 2
+    assert "no registered model matches" in capsys.readouterr().err
+
+
+def test_packaging_license_typing_marker_and_one_version() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0" and project["project"]["license-files"] == ["LICENSE"]
+    assert "Apache License\n                           Version 2.0, January 2004" in (root / "LICENSE").read_text()
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "lgvit.__version__"}
+    assert (root / "lgvit" / "py.typed").is_file()
+    assert {"py.typed", "data/*.txt"} <= set(project["tool"]["setuptools"]["package-data"]["lgvit"])
+    torch_bound = next(d for d in project["project"]["dependencies"] if d.startswith("torch>="))
+    assert tuple(map(int, torch_bound[len("torch>=") :].split("."))) >= (2, 5)  # torch.serialization.safe_globals

@@ -1,6 +1,8 @@
 """`lgvit train / eval / predict`: learning, resume equality, DDP sync, reports and clear errors."""
 
+import errno
 import json
+import math
 import os
 import signal
 import socket
@@ -22,7 +24,7 @@ from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
 from lgvit.training.distributed import Dist
 from lgvit.training.ema import ModelEma
-from lgvit.training.engine import evaluate
+from lgvit.training.engine import StepOptions, evaluate
 from lgvit.training.loop import SignalStop, train, train_sampler
 
 FAST = dict(batch_size=32, threads=1, workers=0, lr=3e-3, warmup_epochs=0.2, ema_decay=0.9, drop_path=0.0)
@@ -103,14 +105,23 @@ def test_image_folder_training_counts_corrupt(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "run" / "last.pt")["classes"] == sorted(SHAPES)
 
 
-def _ddp_worker(rank: int, port: int, data: str, out: str) -> None:
+def _ddp_worker(rank: int, ports: list[int], data: str, out: str) -> None:
+    """Rank `rank` of: one epoch straight (out/a), the same stopped after 2 of its 4 steps, then resumed (out/b)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    cfg = TrainConfig(data=data, output=out, epochs=1, **{**FAST, "ema_decay": 0.0})
+    os.environ.update(MASTER_ADDR="127.0.0.1")
+    cfg = TrainConfig(data=data, epochs=1, **{**FAST, "ema_decay": 0.0})
     ds = build_data(data, 28, 1).train
     indices = list(train_sampler(ds, Dist(rank, 2), cfg.seed, 0))
-    result = train(cfg)
-    torch.save({"indices": indices, "state": result.model.state_dict()}, Path(out) / f"rank{rank}.pt")
+    runs = {}
+    for port, (name, folder, stop, resume) in zip(
+        ports,
+        (("straight", "a", None, None), ("stopped", "b", StopAfter(2), None), ("resumed", "b", None, "auto")),
+        strict=True,
+    ):
+        os.environ["MASTER_PORT"] = str(port)
+        result = train(replace(cfg, output=str(Path(out) / folder), resume=resume), stop=stop)
+        runs[name] = {"state": result.model.state_dict(), "history": result.history}
+    torch.save({"indices": indices, **runs}, Path(out) / f"rank{rank}.pt")
 
 
 def _free_port() -> int:
@@ -119,14 +130,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_shards_data_and_syncs_weights(shapes_idx: Path, tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(_free_port(), str(shapes_idx), str(tmp_path)), nprocs=2, join=True)
+def test_two_process_ddp_shards_data_syncs_weights_and_resumes_every_rank(shapes_idx: Path, tmp_path: Path) -> None:
+    ports = [_free_port() for _ in range(3)]
+    mp.spawn(_ddp_worker, args=(ports, str(shapes_idx), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert len(r0["indices"]) == len(r1["indices"]) == 128 and not set(r0["indices"]) & set(r1["indices"])
-    assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])
-    saved = load_checkpoint(tmp_path / "last.pt")  # written by rank 0 only
-    assert all(torch.equal(saved["model"][k], r0["state"][k]) for k in saved["model"])
+    straight = r0["straight"]["state"]
+    assert all(torch.equal(straight[k], r1["straight"]["state"][k]) for k in straight)
+    saved = load_checkpoint(tmp_path / "a" / "last.pt")  # written by rank 0 only
+    assert all(torch.equal(saved["model"][k], straight[k]) for k in saved["model"])
     assert saved["world"] == 2 and len(saved["rng"]) == 2 and len(saved["history"]) == 1
+    resumed = r0["resumed"]
+    assert all(torch.equal(resumed["state"][k], straight[k]) for k in straight)
+    # the interrupted epoch's train loss and accuracy too: every rank's partial sums were saved and restored
+    (a,), (b,) = r0["straight"]["history"], resumed["history"]
+    assert (a["train_loss"], a["train_acc"]) == (b["train_loss"], b["train_acc"])
 
 
 def test_eval_command(trained, shapes_idx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -265,3 +283,182 @@ def test_ema_averages_batchnorm_statistics_and_copies_counters() -> None:
         else:
             assert torch.equal(value, current[key]), key
     assert not torch.allclose(ema.module[1].running_mean, current["1.running_mean"])
+
+
+# --- bad input and faults (issue 15): each fails on the code before it --------------------------------------
+
+
+class Poisoned(torch.utils.data.Dataset):
+    """`ds` with NaN images at `bad` indices, or everywhere once `everywhere` is set."""
+
+    def __init__(self, ds: torch.utils.data.Dataset, bad: set[int]) -> None:
+        self.ds, self.bad, self.everywhere = ds, bad, False
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return (x * float("nan") if self.everywhere or i in self.bad else x), y
+
+
+def _small_bundle(shapes_idx: Path, n_train: int = 128, bad: set[int] = frozenset()):
+    data = build_data(str(shapes_idx), 28, 1, AugmentConfig())
+    data.train = Poisoned(torch.utils.data.Subset(data.train, range(n_train)), set(bad))
+    data.val = torch.utils.data.Subset(data.val, range(64))
+    return data
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    return all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_model_kwargs_may_not_contradict_the_data_or_a_flag(shapes_idx: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(shapes_idx), output=str(tmp_path / "run"), epochs=1, **FAST)
+    with pytest.raises(ValueError, match=r"num_classes=10 conflicts with num_classes=4 .*--num-classes 10"):
+        train(replace(cfg, model_kwargs="num_classes=10"))
+    assert not (tmp_path / "run").exists()  # refused before the model was built
+    with pytest.raises(ValueError, match=r"in_chans=3 conflicts with in_chans=1 .*--in-chans 3"):  # before the data
+        train(replace(cfg, data=str(tmp_path / "not-read"), model_kwargs="in_chans=3"))
+    with pytest.raises(ValueError, match=r"drop_path_rate=0.2 conflicts with --drop-path 0.0"):
+        train(replace(cfg, data=str(tmp_path / "not-read"), model_kwargs="drop_path_rate=0.2"))
+    with pytest.raises(ValueError, match=r"num_classes=5 conflicts with --num-classes 6"):
+        train(replace(cfg, num_classes=6, model_kwargs="num_classes=5"))
+    same = train(replace(cfg, model_kwargs="num_classes=4 in_chans=1"), data=_small_bundle(shapes_idx, 64))
+    assert same.completed and same.model.num_classes == 4
+
+
+@pytest.mark.parametrize("amp", ["none", "fp16"])  # fp16: beside the GradScaler, which skips inf gradients itself
+def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(shapes_idx: Path, tmp_path: Path, amp: str) -> None:
+    data = _small_bundle(shapes_idx, bad={5})  # one NaN image: one of the 4 batches per epoch has a NaN loss
+    cfg = TrainConfig(output=str(tmp_path), epochs=2, amp=amp, **FAST)
+    result = train(cfg, data=data)
+    assert result.completed and _finite(result.model)
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in result.history)
+    assert load_checkpoint(tmp_path / "last.pt")["ema"]["updates"] == 6  # 8 steps, 2 skipped
+
+
+def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(
+    shapes_idx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data = _small_bundle(shapes_idx)
+    calls = []
+
+    def evaluate_then_poison(model, loader, num_classes, opts, d) -> dict:  # from epoch 2 on, every loss is NaN
+        calls.append(1)
+        data.train.everywhere = len(calls) >= 2  # after the model's and the EMA's evaluation of epoch 1
+        return evaluate(model, loader, num_classes, opts, d)
+
+    cfg = TrainConfig(output=str(tmp_path / "run"), epochs=3, **FAST)
+    with pytest.raises(RuntimeError, match=r"3 optimizer steps in a row \(epoch 2, batch 3 of 4.*last good .*--lr"):
+        train(cfg, evaluate=evaluate_then_poison, data=data)
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(tmp_path / "run" / name)
+        assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    data.train.everywhere = True  # and through the command line: exit 2, one line naming the step and the fix
+    monkeypatch.setattr("lgvit.training.loop.train_data", lambda cfg: data)
+    assert main(["train", "--output", str(tmp_path / "cli"), "--batch-size", "32", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "lgvit train: error: the training loss" in err and "(epoch 1, batch 3 of 4" in err
+    assert "no checkpoint was saved" in err and "--lr (this run: 0.003)" in err and "Traceback" not in err
+
+
+def test_a_huge_learning_rate_stops_the_run_without_a_nan_checkpoint(shapes_idx: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(output=str(tmp_path), epochs=2, **{**FAST, "lr": 1e9})  # used to save an all-NaN best.pt
+    with pytest.raises(RuntimeError, match=r"epoch 1, batch \d of 4.*no checkpoint was saved.*1e\+09"):
+        train(cfg, data=_small_bundle(shapes_idx))
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+
+
+def test_a_nan_evaluation_never_becomes_best(shapes_idx: Path, tmp_path: Path) -> None:
+    calls = []
+
+    def nan_in_epoch_2(model, loader, num_classes, opts, d) -> dict:
+        calls.append(1)
+        result = evaluate(model, loader, num_classes, opts, d)
+        return result | {"loss": float("nan"), "top1": 100.0} if len(calls) == 2 else result
+
+    cfg = TrainConfig(output=str(tmp_path), epochs=2, **{**FAST, "ema_decay": 0.0})
+    result = train(cfg, evaluate=nan_in_epoch_2, data=_small_bundle(shapes_idx, 64))
+    assert result.history[1]["val_top1"] == 100.0 and result.best["epoch"] == 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_evaluate_checks_the_head_against_the_classes() -> None:
+    x, y = torch.randn(8, 1, 4, 4), torch.zeros(8, dtype=torch.long)
+    loader = [(x, y)]
+    for width in (6, 3):  # an always-wrong 6-wide head predicting class 5 used to count as 100% right
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, width))
+        torch.nn.init.zeros_(model[1].weight)
+        with torch.no_grad():
+            model[1].bias.copy_(torch.arange(width, dtype=torch.float))
+        with pytest.raises(ValueError, match=rf"outputs \({width},\) scores per image but the data has 4 classes"):
+            evaluate(model, loader, 4, StepOptions(torch.device("cpu")), Dist())
+
+
+def test_a_larger_head_than_the_classes_trains_and_reports(shapes_idx: Path, tmp_path: Path) -> None:
+    result = train(TrainConfig(output=str(tmp_path), epochs=1, num_classes=6, **FAST), data=_small_bundle(shapes_idx))
+    assert result.completed and result.best["confusion"].shape == (6, 6) and len(result.best["per_class"]) == 6
+    assert "| square |" in (tmp_path / "summary.md").read_text()
+
+
+def test_output_that_is_a_file_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file").write_text("x")
+    cfg = TrainConfig(data=str(tmp_path / "not-read"), output=str(tmp_path / "file"), **FAST)
+    with pytest.raises(ValueError, match=r"--output .*file is a file, not a folder"):
+        train(cfg)
+    with pytest.raises(ValueError, match=r"file is a file, so no folder can be made there"):
+        train(replace(cfg, output=str(tmp_path / "file" / "run")))
+    assert main(["train", "--data", str(tmp_path / "not-read"), "--output", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Files cannot be created in `folder`, as in a read-only folder (a chmod would not stop root)."""
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded)
+
+
+def test_a_read_only_output_is_refused_before_any_work(
+    shapes_idx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluations = []
+
+    def counting(*args) -> dict:
+        evaluations.append(1)
+        return evaluate(*args)
+
+    out = tmp_path / "run"
+    out.mkdir()
+    _read_only(monkeypatch, out)
+    cfg = TrainConfig(data=str(shapes_idx), output=str(out), epochs=1, **FAST)
+    with pytest.raises(ValueError, match=rf"cannot write in {out} \(Permission denied\).*another --output"):
+        train(cfg, evaluate=counting)  # used to train an epoch, then fail at the first save
+    with pytest.raises(ValueError, match="cannot write in"):  # a resume too, before it reads last.pt
+        train(replace(cfg, resume="auto"), evaluate=counting)
+    _read_only(monkeypatch, tmp_path)  # a run folder still to be made in a read-only parent
+    with pytest.raises(ValueError, match=rf"cannot write in {tmp_path} "):
+        train(replace(cfg, output=str(tmp_path / "new")), evaluate=counting)
+    assert not evaluations
+
+
+def test_a_full_disk_is_a_clear_error(
+    shapes_idx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def full(payload: dict, path: Path) -> None:
+        raise OSError(errno.ENOSPC, f"cannot write {path}: no space left on device (the disk may be full)")
+
+    monkeypatch.setattr("lgvit.training.loop.save_atomic", full)
+    monkeypatch.setattr("lgvit.training.loop.train_data", lambda cfg: _small_bundle(shapes_idx, 64))
+    args = ["train", "--output", str(tmp_path), "--epochs", "1", "--batch-size", "32", "--threads", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"lgvit train: error: cannot write {tmp_path / 'last.pt'}: no space left" in err
+    with pytest.raises(OSError, match="disk may be full"):
+        main([*args, "--debug"])

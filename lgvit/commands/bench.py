@@ -5,7 +5,9 @@ import json
 
 import torch
 
+from ..files import atomic_write_text
 from ..tools.bench import format_table, results_as_dicts, run_bench
+from ..training.distributed import DEVICE_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +19,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag in ("batch", "size", "iters", "rounds"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {value}")
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
-    results = run_bench(args.model, args.batch, args.size, args.compare == "timm", modes, args.iters, args.rounds)
+    results = run_bench(
+        args.model, args.batch, args.size, args.compare == "timm", modes, args.iters, args.rounds, args.device
+    )
     peak = results[0].gflops_per_s / results[0].peak_fraction
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM peak {peak:.0f} GFLOP/s")
+    print(
+        f"torch {torch.__version__} on {results[0].device}, {torch.get_num_threads()} threads, "
+        f"fp32 GEMM peak {peak:.0f} GFLOP/s"
+    )
     print(format_table(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results_as_dicts(results), f, indent=2)
+        atomic_write_text(args.json, json.dumps(results_as_dicts(results), indent=2))
     return 0

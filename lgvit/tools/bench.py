@@ -16,6 +16,7 @@ import torch
 
 from ..factory import create_model
 from ..registry import get_spec
+from ..training.distributed import pick_device
 from .flops import count_macs
 
 
@@ -23,6 +24,7 @@ from .flops import count_macs
 class BenchResult:
     impl: str  # 'lgvit' or 'timm'
     model: str
+    device: str
     mode: str  # 'infer' or 'train'
     batch: int
     size: int
@@ -34,15 +36,24 @@ class BenchResult:
     peak_fraction: float  # of this machine's measured fp32 GEMM peak
 
 
-def gemm_peak_gflops(n: int = 2048, seconds: float = 1.0) -> float:
-    """Measured fp32 matmul throughput of this machine (GFLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_peak_gflops(n: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
+    """Measured fp32 matmul throughput of `device` (GFLOP/s)."""
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
+    sync_device(dev)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         runs += 1
+    sync_device(dev)
     return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def sync_device(device: torch.device) -> None:
+    """Waits for the GPU's queued work, so the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _reset_peak_rss() -> None:
@@ -71,12 +82,13 @@ def _build(impl: str, name: str, size: int) -> torch.nn.Module:
     return timm.create_model(timm_name, drop_path_rate=0.0, **kwargs)
 
 
-def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int) -> dict:
-    """Runs in the child: (seconds per batch, peak memory MB)."""
+def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int, device: str) -> dict:
+    """Runs in the child: (seconds per batch, peak memory MB: RSS on the CPU, allocated memory on a GPU)."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    model = _build(impl, name, size)
-    x = torch.randn(batch, 3, size, size)
+    dev = torch.device(device)
+    model = _build(impl, name, size).to(dev)
+    x = torch.randn(batch, model.in_chans if impl == "lgvit" else 3, size, size, device=dev)
     if mode == "infer":
         model.eval()
 
@@ -86,7 +98,7 @@ def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int,
     else:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        y = torch.randint(0, 1000, (batch,))
+        y = torch.randint(0, model.num_classes, (batch,), device=dev)
 
         def step() -> None:
             loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -94,16 +106,34 @@ def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int,
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    _reset_peak_rss()
-    base = _rss_mb()
+    _reset_peak(dev)
+    base = _memory_mb(dev)
     step()  # warm-up (allocator, kernels, optimizer state)
+    sync_device(dev)
     times = []
     for _ in range(iters):
         t = time.perf_counter()
         step()
+        sync_device(dev)
         times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": statistics.median(times), "peak_mb": peak - base}
+    return {"seconds": statistics.median(times), "peak_mb": _peak_mb(dev) - base}
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
+
+
+def _memory_mb(device: torch.device) -> float:
+    return torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(args: tuple) -> dict:
@@ -118,10 +148,13 @@ def run_bench(
     modes: tuple[str, ...] = ("infer", "train"),
     iters: int = 5,
     rounds: int = 3,
+    device: str = "auto",
 ) -> list[BenchResult]:
-    """Benchmarks `name` (and timm's same model if `compare`); returns one result per (impl, mode)."""
+    """Benchmarks `name` (and timm's same model if `compare`) on `device` (a `--device` value) with the model's
+    own channels and classes, at `size` (default: its native size); returns one result per (impl, mode)."""
     spec = get_spec(name)
     size = size or spec.native_size
+    dev = str(pick_device(device))
     impls = ["lgvit", "timm"] if compare else ["lgvit"]
     ctx = mp.get_context("spawn")
     samples: dict[tuple[str, str], list[dict]] = {(m, i): [] for m in modes for i in impls}
@@ -129,21 +162,24 @@ def run_bench(
         for _ in range(rounds):
             for impl in impls:
                 with ctx.Pool(1) as pool:
-                    job = (impl, spec.name, mode, batch, size, iters, torch.get_num_threads())
+                    job = (impl, spec.name, mode, batch, size, iters, torch.get_num_threads(), dev)
                     samples[mode, impl].append(pool.apply(_child, (job,)))
     # only after the measurements: counting (FlopCounterMode imports inductor, which sets
     # TORCHINDUCTOR_CACHE_DIR for the children) and a second of large matmuls were both seen to
     # raise the children's peak RSS (by 20-80 MB on this project's VM)
     with torch.device("meta"):
-        gmacs = count_macs(create_model(name), (3, size, size)) / 1e9
-    peak = gemm_peak_gflops()
+        model = create_model(name)
+        gmacs = count_macs(model, (model.in_chans, size, size)) / 1e9
+    peak = gemm_peak_gflops(device=dev)
     results = []
     for (mode, impl), runs in samples.items():
         sec = statistics.median(s["seconds"] for s in runs)
         mem = statistics.median(s["peak_mb"] for s in runs)
         flops = gmacs * 2 * (3 if mode == "train" else 1) * batch / sec
         results.append(
-            BenchResult(impl, spec.name, mode, batch, size, batch / sec, sec * 1e3, mem, gmacs, flops, flops / peak)
+            BenchResult(
+                impl, spec.name, dev, mode, batch, size, batch / sec, sec * 1e3, mem, gmacs, flops, flops / peak
+            )
         )
     return results
 
@@ -159,9 +195,10 @@ def format_table(results: list[BenchResult]) -> str:
         ratio = ""
         if r.impl == "lgvit" and ref:
             ratio = f"{r.images_per_s / ref.images_per_s:.2f}x speed, {r.peak_mem_mb / ref.peak_mem_mb:.2f}x mem"
+        gmacs = f"{r.gmacs:.2f}" if r.gmacs >= 0.1 else f"{r.gmacs:.4f}"  # the 28 px configs: a few MMACs
         lines.append(
             f"| {r.model} | {r.mode} | {r.impl} | {r.batch} | {r.size} | {r.images_per_s:.1f} | {r.latency_ms:.0f} | "
-            f"{r.peak_mem_mb:.0f} | {r.gmacs:.2f} | {r.gflops_per_s:.1f} | {r.peak_fraction:.0%} | {ratio} |"
+            f"{r.peak_mem_mb:.0f} | {gmacs} | {r.gflops_per_s:.1f} | {r.peak_fraction:.0%} | {ratio} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import get_args, get_type_hints
 
 from ..data.transforms import AUGMENTS, AugmentConfig
+from .distributed import DEVICE_HELP
 
 _AUGMENT = AugmentConfig()  # the augmentation defaults, written once in lgvit.data.transforms
 
@@ -60,7 +61,7 @@ class TrainConfig:
     threads: int | None = _opt(
         None, "CPU threads per process (default: the cores per process less one per loader worker)"
     )
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    device: str = _opt("auto", DEVICE_HELP)
     resume: str | None = _opt(None, "continue from a checkpoint (no value: OUTPUT/last.pt)", nargs="?", const="auto")
 
 
@@ -111,6 +112,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
-    parse_model_kwargs(cfg.model_kwargs)
+    _check_kwargs_against_flags(parse_model_kwargs(cfg.model_kwargs), cfg)
     if cfg.workers < 0 or cfg.warmup_epochs < 0 or not 0 <= cfg.label_smoothing < 1:
         raise ValueError("--workers and --warmup-epochs must be >= 0 and --label-smoothing in [0, 1)")
+
+
+def _check_kwargs_against_flags(kwargs: dict, cfg: TrainConfig) -> None:
+    """--model-kwargs may not say otherwise than a flag that sets the same model field."""
+    flags = {"num_classes": cfg.num_classes, "in_chans": cfg.in_chans, "drop_path_rate": cfg.drop_path}
+    for key, value in flags.items():
+        if value is not None and key in kwargs and kwargs[key] != value:
+            flag = "--drop-path" if key == "drop_path_rate" else "--" + key.replace("_", "-")
+            raise ValueError(
+                f"--model-kwargs {key}={kwargs[key]!r} conflicts with {flag} {value}: give the value once, "
+                f"with {flag} (drop {key} from --model-kwargs)"
+            )

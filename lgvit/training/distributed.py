@@ -22,13 +22,24 @@ class Dist:
         return self.world > 1
 
 
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (auto: the GPU if one is visible, else the CPU)"
+
+
 def pick_device(name: str) -> torch.device:
+    """The device a `--device` value names (auto, cpu, cuda, cuda:N); a ValueError says why it cannot be used."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N (N a GPU number such as 0)")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-    return device
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}); pick one of those or --device cpu"
+        )
+    return torch.device(name)
 
 
 def cpu_threads(workers: int, local_world: int) -> int:

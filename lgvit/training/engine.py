@@ -1,6 +1,7 @@
 """One training epoch and one evaluation pass; the loop around them is `loop.py`."""
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,12 @@ from tqdm import tqdm
 
 from .distributed import Dist, all_sum
 from .ema import ModelEma
+
+MAX_BAD_STEPS = 3  # optimizer steps in a row with a NaN/inf loss or gradient before the run stops
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss (or its gradient) was NaN or infinite for MAX_BAD_STEPS optimizer steps in a row."""
 
 
 @dataclass
@@ -39,6 +46,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0})
+    bad_steps: int = 0  # optimizer steps skipped in a row for a NaN/inf loss or gradient (not checkpointed)
 
 
 def _autocast(opts: StepOptions) -> contextlib.AbstractContextManager:
@@ -54,21 +62,31 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, opts: StepOptions) -> tuple[tor
     return x, y.to(opts.device, non_blocking=True)
 
 
-def _optimizer_step(state: TrainState, opts: StepOptions) -> None:
+def _optimizer_step(state: TrainState, opts: StepOptions, finite_loss: bool) -> bool:
+    """Clips and steps; skips the step (weights, schedule and EMA unchanged) when the loss or gradient is not finite.
+
+    Returns whether the step was taken. With a GradScaler (fp16), an infinite gradient of a finite loss is
+    the scaler's to handle (it skips the step and lowers its scale), so only a non-finite loss counts.
+    """
     params = [p for g in state.optimizer.param_groups for p in g["params"]]
-    if state.scaler is not None:
+    taken = finite_loss
+    if taken and state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
-    if opts.clip_grad > 0:
-        nn.utils.clip_grad_norm_(params, opts.clip_grad)
-    if state.scaler is not None:
+        if opts.clip_grad > 0:
+            nn.utils.clip_grad_norm_(params, opts.clip_grad)
         state.scaler.step(state.optimizer)
         state.scaler.update()
-    else:
-        state.optimizer.step()
+    elif taken:
+        norm = nn.utils.clip_grad_norm_(params, opts.clip_grad if opts.clip_grad > 0 else math.inf)
+        taken = bool(torch.isfinite(norm))  # the same on every process: DDP has averaged the gradients
+        if taken:
+            state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    state.scheduler.step()
-    if state.ema is not None:
-        state.ema.update(state.raw)
+    if taken:
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update(state.raw)
+    return taken
 
 
 def train_one_epoch(
@@ -83,35 +101,47 @@ def train_one_epoch(
     """Trains from batch `state.step` to `batches`; returns False if `stop()` asked to end early.
 
     `stop` is polled after each optimizer step (and agreed on by all processes), so a stopped run
-    is always at an optimizer-step boundary and can be resumed exactly.
+    is always at an optimizer-step boundary and can be resumed exactly. A step whose loss or gradient is
+    NaN/inf is skipped; MAX_BAD_STEPS of them in a row raise NonFiniteLoss.
     """
     model = state.model.train()
     bar = tqdm(total=batches, initial=state.step, desc=desc, disable=not d.main, dynamic_ncols=True, leave=False)
-    start, seen = time.perf_counter(), 0
-    for x, y in loader:
-        x, y = _to_device(x, y, opts)
-        update = (state.step + 1) % opts.accum_steps == 0 or state.step + 1 == batches
-        sync = contextlib.nullcontext() if update or not d.enabled else model.no_sync()
-        with sync:
-            with _autocast(opts):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
-            (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
+    start, seen, finite = time.perf_counter(), 0, True
+    with bar:  # closed (its line cleared) on any exit, a diverged loss's error included
+        for x, y in loader:
+            x, y = _to_device(x, y, opts)
+            update = (state.step + 1) % opts.accum_steps == 0 or state.step + 1 == batches
+            value = _forward_backward(state, model, x, y, opts, update or not d.enabled)
+            finite = finite and math.isfinite(value)
+            state.step, seen = state.step + 1, seen + len(x)
+            bar.update()
+            if update:
+                stop_now, finite = _agree(stop(), finite, d)
+                _count_bad_step(state, _optimizer_step(state, opts, finite), batches, value)
+                finite = True
+                if bar.n % 10 == 0 or state.step == batches:
+                    bar.set_postfix(_postfix(state, seen * d.world / (time.perf_counter() - start)))
+                if stop_now:
+                    return False
+    return True
+
+
+def _forward_backward(
+    state: TrainState, model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: StepOptions, sync: bool
+) -> float:
+    """One batch's loss and gradient (DDP-synchronised if `sync`), counted in the epoch's sums when finite."""
+    with contextlib.nullcontext() if sync else model.no_sync():
+        with _autocast(opts):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+        (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
+    value = loss.item()
+    if math.isfinite(value):  # a skipped batch counts in no sum
         labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
-        state.sums["loss"] += loss.item() * len(x)
+        state.sums["loss"] += value * len(x)
         state.sums["correct"] += (logits.argmax(1) == labels).sum().item()
         state.sums["count"] += len(x)
-        state.step, seen = state.step + 1, seen + len(x)
-        bar.update()
-        if update:
-            _optimizer_step(state, opts)
-            if bar.n % 10 == 0 or state.step == batches:
-                bar.set_postfix(_postfix(state, seen * d.world / (time.perf_counter() - start)))
-            if _agreed_stop(stop, d):
-                bar.close()
-                return False
-    bar.close()
-    return True
+    return value
 
 
 def _postfix(state: TrainState, img_s: float) -> dict[str, str]:
@@ -121,9 +151,21 @@ def _postfix(state: TrainState, img_s: float) -> dict[str, str]:
     return {"loss": f"{loss:.3f}", "acc": f"{acc:.1f}", "lr": f"{lr:.2e}", "img/s": f"{img_s:.0f}"}
 
 
-def _agreed_stop(stop: Callable[[], bool], d: Dist) -> bool:
-    flag = torch.tensor([float(stop())])
-    return bool(all_sum(flag, d).item() > 0)
+def _agree(stop: bool, finite: bool, d: Dist) -> tuple[bool, bool]:
+    """(any process asked to stop, every process's loss was finite since the last step): one all-reduce."""
+    flags = all_sum(torch.tensor([float(stop), float(not finite)]), d)
+    return bool(flags[0] > 0), bool(flags[1] == 0)
+
+
+def _count_bad_step(state: TrainState, taken: bool, batches: int, loss: float) -> None:
+    """Counts skipped steps in a row; raises NonFiniteLoss at MAX_BAD_STEPS."""
+    state.bad_steps = 0 if taken else state.bad_steps + 1
+    if state.bad_steps >= MAX_BAD_STEPS:
+        raise NonFiniteLoss(
+            f"the training loss or its gradient was NaN or infinite for {MAX_BAD_STEPS} optimizer steps in a row "
+            f"(epoch {state.epoch + 1}, batch {state.step} of {batches}, last loss here {loss:.4g}): the run "
+            "diverged; those steps were skipped, so the weights stayed finite"
+        )
 
 
 def epoch_train_metrics(state: TrainState, d: Dist) -> dict[str, float]:
@@ -139,7 +181,8 @@ def epoch_train_metrics(state: TrainState, d: Dist) -> dict[str, float]:
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, opts: StepOptions, d: Dist) -> dict:
     """Loss, top-1, top-5 and the (true, predicted) confusion matrix over this process's shard, summed over all.
 
-    Returns a dict with 'loss', 'top1', 'top5' (percent), 'per_class' (percent list) and 'confusion'.
+    The model must output exactly `num_classes` scores per image (a ValueError at the first batch says
+    otherwise). Returns a dict with 'loss', 'top1', 'top5' (percent), 'per_class' (percent list) and 'confusion'.
     """
     model.eval()
     k = min(5, num_classes)
@@ -149,6 +192,12 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, opts: StepOpt
         x, y = _to_device(x, y, opts)
         with _autocast(opts):
             logits = model(x).float()
+        if logits.ndim != 2 or logits.shape[1] != num_classes:
+            raise ValueError(
+                f"the model outputs {tuple(logits.shape[1:])} scores per image but the data has {num_classes} "
+                f"classes: evaluate a model whose head has {num_classes} outputs (reset_classifier({num_classes}), "
+                "or the checkpoint trained on these classes)"
+            )
         totals[0] += F.cross_entropy(logits, y, reduction="sum").item()
         totals[1] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum().item()
         totals[2] += len(y)

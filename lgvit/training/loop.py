@@ -7,6 +7,7 @@ can swap one without patching the module.
 import dataclasses
 import itertools
 import math
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_al
 from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
 from .ema import ModelEma
-from .engine import StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
+from .engine import NonFiniteLoss, StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from .optim import build_optimizer, warmup_cosine
 from .report import MetricsLog, plot_confusion, plot_curves, write_summary
 
@@ -125,8 +126,23 @@ def val_loader(ds: Dataset, batch_size: int, workers: int, d: Dist) -> DataLoade
     return DataLoader(shard, batch_size, num_workers=workers)
 
 
-def _model_overrides(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
-    overrides = {**parse_model_kwargs(cfg.model_kwargs), "num_classes": num_classes, "in_chans": in_chans}
+def _refuse_data_conflicts(kwargs: dict, derived: dict[str, int], source: str) -> None:
+    """--model-kwargs may not set num_classes or in_chans otherwise than the data does."""
+    for key, value in derived.items():
+        if key in kwargs and kwargs[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"--model-kwargs {key}={kwargs[key]!r} conflicts with {key}={value} from {source}: lgvit train "
+                f"takes {key} from the data; drop it from --model-kwargs and use {flag} {kwargs[key]!r} instead"
+            )
+
+
+def _model_overrides(cfg: TrainConfig, num_classes: int, data: DataBundle) -> dict:
+    kwargs = parse_model_kwargs(cfg.model_kwargs)
+    derived = {"num_classes": num_classes, "in_chans": data.in_chans}
+    source = f"the data ({len(data.classes)} classes, {data.in_chans}-channel images from {data.root})"
+    _refuse_data_conflicts(kwargs, derived, source)
+    overrides = {**kwargs, **derived}
     if cfg.drop_path is not None:
         overrides["drop_path_rate"] = cfg.drop_path
     return overrides
@@ -189,6 +205,16 @@ def _build_state(run: _Run, model: nn.Module) -> TrainState:
     return TrainState(wrapped, model, optimizer, scheduler, scaler, ema)
 
 
+def _rank_sums(saved: dict | list[dict], d: Dist) -> dict[str, float]:
+    """This process's partial sums of the interrupted epoch: its own when the world size is unchanged,
+    else all of them on rank 0 (so the epoch's totals stay the same)."""
+    per_rank = [saved] if isinstance(saved, dict) else saved  # older checkpoints hold rank 0's only
+    if len(per_rank) == d.world:
+        return dict(per_rank[d.rank])
+    keys = ("loss", "correct", "count")
+    return {k: sum(s[k] for s in per_rank) if d.main else 0.0 for k in keys}
+
+
 def _restore(state: TrainState, ckpt: dict, d: Dist) -> None:
     state.raw.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
@@ -197,12 +223,12 @@ def _restore(state: TrainState, ckpt: dict, d: Dist) -> None:
         state.scaler.load_state_dict(ckpt["scaler"])
     if state.ema is not None and ckpt.get("ema"):
         state.ema.load_state_dict(ckpt["ema"])
-    state.epoch, state.step, state.sums = ckpt["epoch"], ckpt["step"], dict(ckpt["sums"])
+    state.epoch, state.step, state.sums = ckpt["epoch"], ckpt["step"], _rank_sums(ckpt["sums"], d)
     rngs = ckpt["rng"]
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
 
 
-def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rngs: list) -> dict:
+def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, ranks: list[dict]) -> dict:
     """A checkpoint of plain containers and tensors, readable with torch.load(weights_only=True)."""
     data = run.data
     return {
@@ -219,8 +245,8 @@ def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rngs
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "epoch": state.epoch,
         "step": state.step,
-        "sums": dict(state.sums),
-        "rng": rngs,
+        "sums": [r["sums"] for r in ranks],  # every process's partial sums of the epoch, in rank order
+        "rng": [r["rng"] for r in ranks],
         "history": history,
         "best": best,
         "world": run.d.world,
@@ -228,25 +254,31 @@ def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rngs
 
 
 def _save(run: _Run, state: TrainState, history: list[dict], best: dict, names: tuple[str, ...]) -> None:
-    rngs = gather_objects(rng_state(), run.d)  # every process's generators, so each resumes its own stream
+    # every process's generators and partial sums, so each resumes its own stream and epoch totals
+    ranks = gather_objects({"rng": rng_state(), "sums": dict(state.sums)}, run.d)
     if run.d.main:
-        payload = _payload(run, state, history, best, rngs)
+        payload = _payload(run, state, history, best, ranks)
         for name in names:
             save_atomic(payload, run.out / name)
 
 
 def _evaluate_epoch(run: _Run, state: TrainState, val: DataLoader) -> tuple[dict, dict]:
     """The epoch's val metrics (model and EMA) as a flat row, and the better of the two evaluations."""
-    n = len(run.data.classes)
+    n = run.overrides["num_classes"]  # the head's outputs: more than the classes with a larger --num-classes
     result = run.evaluate(state.raw, val, n, run.opts, run.d)
     row = {"val_loss": result["loss"], "val_top1": result["top1"], "val_top5": result["top5"]}
     best = dict(result, weights="model")
     if state.ema is not None:
         ema = run.evaluate(state.ema.module, val, n, run.opts, run.d)
         row.update(ema_loss=ema["loss"], ema_top1=ema["top1"], ema_top5=ema["top5"])
-        if ema["top1"] > result["top1"]:
+        if _usable(ema) and (ema["top1"] > result["top1"] or not _usable(result)):
             best = dict(ema, weights="ema")
     return row, best
+
+
+def _usable(result: dict) -> bool:
+    """Whether an evaluation may become the best: a NaN or infinite loss or accuracy never does."""
+    return all(math.isfinite(result[k]) for k in ("loss", "top1", "top5"))
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -260,10 +292,12 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 def train_data(cfg: TrainConfig) -> DataBundle:
     """The datasets `train(cfg)` builds: `cfg.data` at the model's native size and channels unless overridden."""
-    spec = get_spec(cfg.model)
-    native = parse_model_kwargs(cfg.model_kwargs).get("img_size", spec.native_size)
+    spec, kwargs = get_spec(cfg.model), parse_model_kwargs(cfg.model_kwargs)
+    native = kwargs.get("img_size", spec.native_size)
+    chans = cfg.in_chans or spec.config.in_chans
+    _refuse_data_conflicts(kwargs, {"in_chans": chans}, f"the {chans}-channel images {cfg.model} trains on")
     augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
-    return build_data(cfg.data, cfg.img_size or native, cfg.in_chans or spec.config.in_chans, augment)
+    return build_data(cfg.data, cfg.img_size or native, chans, augment)
 
 
 def _setup(
@@ -271,6 +305,8 @@ def _setup(
 ) -> tuple[_Run, nn.Module, dict | None]:
     """Data (`data`, or built from `cfg`), model and the checkpoint to resume from (if any)."""
     out = Path(cfg.output or f"runs/{cfg.model}")
+    if d.main:  # only rank 0 writes (on several machines, only node 0 has the folder)
+        check_output(out)
     ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
     data = train_data(cfg) if data is None else data
     if data.train is None:
@@ -281,7 +317,7 @@ def _setup(
     batches = len(data.train) // d.world // cfg.batch_size
     if batches < 1:
         raise ValueError(f"{len(data.train)} training images make no full batch of {cfg.batch_size} per process")
-    overrides = _model_overrides(cfg, num_classes, data.in_chans)
+    overrides = _model_overrides(cfg, num_classes, data)
     if ckpt is not None:
         _check_resume(ckpt, cfg, overrides, d)
     seed_all(cfg.seed)  # the same initial weights on every process
@@ -290,6 +326,24 @@ def _setup(
     amp = _amp_dtype(cfg.amp, d.device)
     opts = StepOptions(d.device, amp, cfg.channels_last, cfg.accum_steps, cfg.clip_grad, cfg.label_smoothing)
     return _Run(cfg, data, overrides, opts, d, out, batches, command, make_ema, evaluate), model, ckpt
+
+
+def check_output(out: Path) -> None:
+    """Refuses a run folder that is a file or cannot be written in, before any data is read."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file, not a folder: give a folder for the run's checkpoints and report")
+    folder = next(p for p in (out, *out.parents) if p.exists())  # where the run folder is (or will be) made
+    if not folder.is_dir():
+        raise ValueError(f"--output {out}: {folder} is a file, so no folder can be made there; give another --output")
+    probe = folder / f".lgvit-write-probe.{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"cannot write in {folder} ({e.strerror}), where the run's checkpoints and report go: "
+            "make it writable or give another --output"
+        ) from None
 
 
 def _announce(run: _Run, model: nn.Module) -> None:
@@ -350,7 +404,7 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         state.epoch, t0 = epoch, time.perf_counter()
         loader = _train_loader(run.data, cfg, d, epoch, state.step, mix)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        if not train_one_epoch(state, loader, run.batches, run.opts, d, stop, desc):
+        if not _train_epoch(run, state, loader, stop, desc):
             _save(run, state, history, best, ("last.pt",))
             if d.main:
                 print(f"stopped in epoch {epoch + 1} after {state.step} batches; saved {run.out / 'last.pt'}")
@@ -364,7 +418,7 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         row.update(evaluation, epoch_seconds=seconds, val_seconds=time.perf_counter() - t1, img_s=img_s)
         history.append(row)
         state.epoch, state.step, state.sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        improved = candidate["top1"] > best["top1"]
+        improved = _usable(candidate) and candidate["top1"] > best["top1"]
         if improved:
             best = {**candidate, "epoch": epoch + 1}
         _save(run, state, history, best, ("last.pt", "best.pt") if improved else ("last.pt",))
@@ -377,11 +431,31 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
     return TrainResult(state.raw, history, best, run.out, True)
 
 
+def _train_epoch(run: _Run, state: TrainState, loader: DataLoader, stop: Callable[[], bool], desc: str) -> bool:
+    """train_one_epoch; a diverged loss says what was kept and what to change."""
+    try:
+        return train_one_epoch(state, loader, run.batches, run.opts, run.d, stop, desc)
+    except NonFiniteLoss as e:
+        last = run.out / "last.pt"
+        kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was saved"
+        raise NonFiniteLoss(
+            f"{e}; {kept}. Train again with a lower --lr (this run: {run.cfg.lr:g}), a lower --drop-path, "
+            "or --clip-grad 1 if it is off"
+        ) from None
+
+
+def _class_names(run: _Run) -> list[str]:
+    """The data's class names, then one for each output of a head made larger with --num-classes."""
+    names = list(run.data.classes)
+    return names + [f"(unused {i})" for i in range(len(names), run.overrides["num_classes"])]
+
+
 def _report(run: _Run, history: list[dict], best: dict) -> None:
     """curves.png, confusion.png (best weights) and summary.md in the output folder."""
     data, last = run.data, history[-1]
     plot_curves(history, run.out / "curves.png")
-    plot_confusion(best["confusion"], data.classes, run.out / "confusion.png", f"{run.cfg.model}: {best['top1']:.2f}%")
+    title = f"{run.cfg.model}: {best['top1']:.2f}%"
+    plot_confusion(best["confusion"], _class_names(run), run.out / "confusion.png", title)
     final = {
         "data": data.root,
         "train_images": len(data.train),
@@ -398,7 +472,7 @@ def _report(run: _Run, history: list[dict], best: dict) -> None:
         "best_top1": best["top1"],
         "best_weights": best["weights"],
         "best_epoch": best["epoch"],
-        "per_class": best["per_class"],
+        "per_class": best["per_class"][: len(data.classes)],  # the unused outputs of a larger head have no images
     }
     if "ema_top1" in last:
         final["ema_top1"] = last["ema_top1"]
