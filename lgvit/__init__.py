@@ -5,6 +5,7 @@ may import are in docs/architecture.md.
 """
 
 from .convert import CheckpointError
+from .data import transform_for
 from .factory import create_model, load_weights, read_state_dict, save_weights
 from .registry import get_spec, list_models
 
@@ -16,5 +17,6 @@ __all__ = [
     "load_weights",
     "read_state_dict",
     "save_weights",
+    "transform_for",
 ]
 __version__ = "0.1.0"  # the one place the version is written: pyproject.toml and `lgvit --version` read it

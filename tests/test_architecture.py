@@ -26,8 +26,8 @@ ROOMS: dict[str, set[str]] = {
     "training": _CORE - {"training"},
     "tools": _CORE,
     "commands": _CORE | {"tools"},
-    "cli": {"commands"},
-    "__init__": {"factory", "registry", "convert"},
+    "cli": {"commands", "__init__"},
+    "__init__": {"factory", "registry", "convert", "data"},
     "__main__": {"cli"},
 }
 

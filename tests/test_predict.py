@@ -15,8 +15,9 @@ from lgvit import create_model
 from lgvit.cli import main
 from lgvit.convert import CheckpointError
 from lgvit.data import build_data, imagenet_classes, load_image, transform_for
-from lgvit.tools.inference import _class_names, from_checkpoint, predict_images, resolve_device
+from lgvit.tools.inference import _class_names, from_checkpoint, predict_images
 from lgvit.training.checkpoint import FORMAT
+from lgvit.training.distributed import pick_device
 
 CLASSES = sorted(SHAPES)
 
@@ -209,13 +210,20 @@ def test_eval_and_predict_take_a_device(folder_ckpt: Path, tree: Path, tmp_path:
     assert main(["predict", *args, str(_val_files(tree)[0])]) == 0
 
 
-def test_eval_refuses_classes_that_do_not_fit_the_head(
+def test_eval_takes_a_wider_head_and_refuses_a_narrower_one(
     tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """A head trained wider than the classes (--num-classes 6 on 4 classes) is evaluated over all its outputs,
+    as training validated it; one narrower than the classes it lists is an inconsistent checkpoint."""
     data = build_data(str(tree), 32, 3, train=False)
-    ckpt = write_checkpoint(tmp_path / "wide.pt", data.settings(), str(tree), num_classes=6)
-    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tree)]) == 2
-    assert "lists 4 classes but its model has 6 outputs" in capsys.readouterr().err
+    wide = write_checkpoint(tmp_path / "wide.pt", data.settings(), str(tree), num_classes=6)
+    assert main(["eval", "--checkpoint", str(wide), "--data", str(tree), "--output", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["classes"] == [*CLASSES, "(unused 4)", "(unused 5)"] and len(report["per_class"]) == 6
+    capsys.readouterr()
+    narrow = write_checkpoint(tmp_path / "narrow.pt", data.settings(), str(tree), num_classes=3)
+    assert main(["eval", "--checkpoint", str(narrow), "--data", str(tree)]) == 2
+    assert "lists 4 classes but its model has 3 outputs" in capsys.readouterr().err
 
 
 def test_weights_without_their_preprocessing_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -229,14 +237,14 @@ def test_weights_without_their_preprocessing_are_refused(tmp_path: Path, capsys:
 
 def test_device_names_resolve_or_say_what_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    assert pick_device("auto") == pick_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="--device cuda: no CUDA GPU is visible; use --device cpu"):
-        resolve_device("cuda")
+        pick_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(ValueError, match=r"--device cuda:2: only 2 CUDA GPU\(s\) are visible \(cuda:0 to cuda:1\)"):
-        resolve_device("cuda:2")
+    assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"--device cuda:2: only 2 GPU\(s\) visible \(cuda:0 to cuda:1\)"):
+        pick_device("cuda:2")
     for name in ("gpu", "mps", "cuda:x"):
         with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
-            resolve_device(name)
+            pick_device(name)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from ..training.distributed import DEVICE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a training checkpoint on a val split")
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto", help="auto: the better at training")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (a GPU if visible), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--output", default=None, help="folder for eval.json and the PNG (default: the checkpoint's)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
@@ -56,31 +58,26 @@ def _save(out: Path, result: dict, report: dict, classes: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import build_data
-    from ..tools.inference import from_checkpoint, resolve_device
-    from ..training.distributed import Dist
+    from ..data import build_data, pad_class_names
+    from ..tools.inference import from_checkpoint
+    from ..training.distributed import Dist, pick_device
     from ..training.engine import StepOptions, evaluate
     from ..training.report import per_class_table
 
     _check_args(args)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     loaded = from_checkpoint(args.checkpoint, args.weights)
-    if len(loaded.classes) != loaded.model.num_classes:
-        raise ValueError(
-            f"{args.checkpoint} lists {len(loaded.classes)} classes but its model has {loaded.model.num_classes} "
-            "outputs: the checkpoint is inconsistent; evaluate another one"
-        )
     norm = (loaded.mean, loaded.std)
     prep = {"crop_pct": loaded.crop_pct, "interpolation": loaded.interpolation}
     data = build_data(args.data, loaded.img_size, loaded.in_chans, train=False, norm=norm, **prep)
-    if data.classes != loaded.classes:
+    if pad_class_names(data.classes, len(loaded.classes)) != loaded.classes:
         raise ValueError(
             f"{data.root} has classes {data.classes[:5]}... but the checkpoint was trained on "
             f"{loaded.classes[:5]}...: evaluate on data with the same classes"
         )
     loader = DataLoader(data.val, args.batch_size, num_workers=args.workers)
     model = loaded.model.to(device)
-    result = evaluate(model, loader, len(loaded.classes), StepOptions(device), Dist())
+    result = evaluate(model, loader, model.num_classes, StepOptions(device), Dist())
     print(f"{loaded.label} on {len(data.val)} images of {data.root}")
     print(per_class_table(loaded.classes, result["per_class"]))
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..training.distributed import DEVICE_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a checkpoint or pretrained weights")
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto")
     p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
-    p.add_argument("--device", default="auto", help="auto (a GPU if visible), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
@@ -42,10 +44,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import read_labels
-    from ..tools.inference import from_checkpoint, from_pretrained, predict_images, resolve_device
+    from ..tools.inference import from_checkpoint, from_pretrained, predict_images
+    from ..training.distributed import pick_device
 
     _check_args(args)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     labels = read_labels(args.labels) if args.labels else None
     if args.checkpoint:
         loaded = from_checkpoint(args.checkpoint, args.weights)

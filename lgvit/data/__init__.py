@@ -5,7 +5,7 @@ names as package data), and `build_data` choosing between them (`build`)."""
 from .build import EVAL_DEFAULTS, DataBundle, build_data, data_kind, resolve_data_dir
 from .folder import UnreadableImage, check_image, load_image, pil_mode
 from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, TensorImages, read_idx
-from .labels import imagenet_classes, read_labels
+from .labels import imagenet_classes, pad_class_names, read_labels
 from .transforms import AUGMENTS, AugmentConfig, eval_config, eval_transform, mix_transform, transform_for
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "imagenet_classes",
     "load_image",
     "mix_transform",
+    "pad_class_names",
     "pil_mode",
     "read_idx",
     "read_labels",

@@ -13,6 +13,11 @@ def _names(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def pad_class_names(names: list[str], n: int) -> list[str]:
+    """`names`, then "(unused i)" for each output of a head wider than the classes (`--num-classes` larger)."""
+    return list(names) + [f"(unused {i})" for i in range(len(names), n)]
+
+
 def read_labels(path: str | Path) -> list[str]:
     """Class names from a text file, one a line (blank lines and # comments ignored); an unreadable or
     empty file raises, naming it."""

@@ -21,15 +21,14 @@ from ..data import (
     eval_transform,
     imagenet_classes,
     load_image,
+    pad_class_names,
     pil_mode,
 )
 from ..factory import create_model
 from ..registry import get_spec
 from ..training.checkpoint import load_checkpoint
-from ..training.distributed import pick_device
 
 WEIGHTS = ("auto", "model", "ema")
-DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 @dataclass
@@ -61,20 +60,6 @@ class Prediction:
     path: str
     top: list[tuple[str, float]]
     error: str | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """`--device` (auto = cuda when a GPU is visible) as a torch.device; one that is not there raises."""
-    try:
-        device = pick_device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a device: use {DEVICES}") from e
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: lgvit runs on {DEVICES}")
-    count = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and device.index is not None and device.index >= count:
-        raise ValueError(f"--device {name}: only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})")
-    return device
 
 
 def _checkpoint_prep(ckpt: dict, path: str) -> dict:
@@ -113,7 +98,13 @@ def from_checkpoint(path: str, weights: str = "auto") -> Loaded:
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit {ckpt['model_name']}: {str(e).splitlines()[0]}") from e
     data, prep = ckpt["data"], _checkpoint_prep(ckpt, path)
-    size, chans, classes = data["img_size"], data["in_chans"], list(ckpt["classes"])
+    if len(ckpt["classes"]) > model.num_classes:
+        raise CheckpointError(
+            f"{path} lists {len(ckpt['classes'])} classes but its model has {model.num_classes} outputs: "
+            "the checkpoint is inconsistent; use another one"
+        )
+    size, chans = data["img_size"], data["in_chans"]
+    classes = pad_class_names(ckpt["classes"], model.num_classes)  # a head trained wider than the classes
     mean, std = tuple(data["mean"]), tuple(data["std"])
     model.pretrained_cfg = {
         "input_size": (chans, size, size),

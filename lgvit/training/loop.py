@@ -21,9 +21,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 
-from ..data import AugmentConfig, DataBundle, build_data, mix_transform
+from ..data import AugmentConfig, DataBundle, build_data, mix_transform, pad_class_names
 from ..factory import create_model
-from ..registry import get_spec
+from ..registry import build_config, get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
@@ -236,7 +236,7 @@ def _payload(run: _Run, state: TrainState, history: list[dict], best: dict, rank
         "model_name": run.cfg.model,
         "model_overrides": run.overrides,
         "classes": data.classes,
-        "data": {"img_size": data.img_size, "in_chans": data.in_chans, "mean": data.mean, "std": data.std},
+        "data": data.settings(),
         "train_config": dataclasses.asdict(run.cfg),
         "model": state.raw.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
@@ -296,6 +296,7 @@ def train_data(cfg: TrainConfig) -> DataBundle:
     native = kwargs.get("img_size", spec.native_size)
     chans = cfg.in_chans or spec.config.in_chans
     _refuse_data_conflicts(kwargs, {"in_chans": chans}, f"the {chans}-channel images {cfg.model} trains on")
+    build_config(spec, {**kwargs, "in_chans": chans})  # a bad --model-kwargs value fails before the data is read
     augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
     return build_data(cfg.data, cfg.img_size or native, chans, augment)
 
@@ -446,8 +447,7 @@ def _train_epoch(run: _Run, state: TrainState, loader: DataLoader, stop: Callabl
 
 def _class_names(run: _Run) -> list[str]:
     """The data's class names, then one for each output of a head made larger with --num-classes."""
-    names = list(run.data.classes)
-    return names + [f"(unused {i})" for i in range(len(names), run.overrides["num_classes"])]
+    return pad_class_names(run.data.classes, run.overrides["num_classes"])
 
 
 def _report(run: _Run, history: list[dict], best: dict) -> None:
