@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import lgvit
 from lgvit.layers import (
     DropPath,
     RelPosBias,
@@ -131,3 +132,14 @@ def test_drop_path() -> None:
     kept = out[:, 0] != 0
     assert 0.4 < kept.float().mean() < 0.6
     assert torch.all(out[kept] == 2.0)  # survivors are rescaled by 1/keep
+
+
+@pytest.mark.parametrize("name", ["swin_fmnist", "gcvit_fmnist", "maxvit_fmnist"])
+def test_training_after_inference_mode(name: str) -> None:
+    """The cached masks and indices made in an inference_mode forward still serve a training step after it."""
+    model = lgvit.create_model(name)
+    x = torch.randn(2, 1, 30, 30)  # padded windows: the masks are built too
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

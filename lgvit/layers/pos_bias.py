@@ -1,15 +1,13 @@
 """Swin-style relative-position bias: one table of (2h-1)(2w-1) x heads, gathered by index."""
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .window import Size2
+from .window import Size2, constant_cache
 
 
-@lru_cache(maxsize=64)
+@constant_cache
 def relative_position_index(window: Size2, table_window: Size2 | None = None) -> torch.Tensor:
     """Index (N, N), N = wh*ww, into a table built for `table_window` (default: `window`).
 

@@ -5,12 +5,26 @@ tensor (such as GC ViT's global query) is broadcast to its windows by repeating 
 `num_windows` times in a row.
 """
 
-from functools import lru_cache
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 Size2 = tuple[int, int]
+
+
+def constant_cache(build: Callable) -> Callable:
+    """`functools.lru_cache` for builders of constant index/mask tensors, which are built outside inference
+    mode: a tensor first made under `torch.inference_mode()` could not be used by a later training step."""
+
+    @functools.lru_cache(maxsize=64)
+    @functools.wraps(build)
+    def cached(*args):
+        with torch.inference_mode(False):
+            return build(*args)
+
+    return cached
 
 
 def pad_to_multiple(x: torch.Tensor, window: Size2) -> torch.Tensor:
@@ -68,7 +82,7 @@ def _region_labels(size: int, padded: int, shift: int) -> torch.Tensor:
     return labels
 
 
-@lru_cache(maxsize=64)
+@constant_cache
 def shifted_window_mask(size: Size2, window: Size2, shift: Size2, device: torch.device) -> torch.Tensor | None:
     """Swin's additive attention mask for a (H, W) = `size` map rolled by -`shift` and padded to windows.
 
@@ -120,7 +134,7 @@ def _crop(x: torch.Tensor, size: Size2) -> torch.Tensor:
     return x[:, : size[0], : size[1]].contiguous()
 
 
-@lru_cache(maxsize=64)
+@constant_cache
 def padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> torch.Tensor | None:
     """Additive (nW, N, N) mask that hides the zero padding of a `size` map from every query, or None if unpadded.
 
@@ -137,7 +151,7 @@ def padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> 
     return mask.expand(-1, part[0] * part[1], -1).to(device)  # (nW, N, N)
 
 
-@lru_cache(maxsize=64)
+@constant_cache
 def _shift_index(size: Size2, window: Size2, shift: Size2, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather indices of roll(-shift) + pad + partition of a (H, W) map, and of its inverse.
 
