@@ -60,7 +60,8 @@ def _read(path: str | os.PathLike, ema: bool) -> tuple[dict[str, torch.Tensor], 
                 meta = file_meta.decode(f.metadata())
         except SafetensorError as e:
             raise CheckpointError(
-                f"cannot read {path}: the safetensors file is truncated, corrupt or not a checkpoint ({first_line(e)}). Save it again."
+                f"cannot read {path}: the safetensors file is truncated, corrupt or not a checkpoint "
+                f"({first_line(e)}). Save it again."
             ) from e
         if ema:
             raise CheckpointError(f"{path} holds one set of weights and no EMA entry: load it without ema=True")

@@ -98,6 +98,6 @@ def load_torch(path: str | Path, mmap: bool = False) -> Any:
 
 def _corrupt(path: Path, e: BaseException) -> CheckpointError:
     return CheckpointError(
-        f"cannot read {path}: the file is truncated, corrupt or not a checkpoint ({type(e).__name__}: {first_line(e)}). "
-        "Download or save it again."
+        f"cannot read {path}: the file is truncated, corrupt or not a checkpoint "
+        f"({type(e).__name__}: {first_line(e)}). Download or save it again."
     )
