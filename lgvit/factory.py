@@ -110,10 +110,12 @@ def _warn_non_finite(sd: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def is_path_like(source: str) -> bool:
-    """Whether `source` names a file (a checkpoint suffix, ./ ../ / ~, or an existing parent folder), not a hub id."""
+    """Whether `source` names a file, not a hub id: it exists, has a checkpoint suffix, starts with ./ ../ / ~,
+    or its parent folder exists."""
     path = Path(source).expanduser()
     return (
-        source.startswith(("./", "../", "/", "~"))
+        path.exists()
+        or source.startswith(("./", "../", "/", "~"))
         or path.suffix.lower() in _PATH_SUFFIXES
         or (len(path.parts) > 1 and path.parent.is_dir())
     )

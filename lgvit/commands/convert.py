@@ -6,6 +6,7 @@ The output carries the model name, its config overrides, preprocessing and class
 
 import argparse
 import os
+import uuid
 from pathlib import Path
 
 from ..convert.reading import check_file, file_kind, load_torch
@@ -59,8 +60,12 @@ def check_destination(dst: str) -> None:
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {dst}: {parent} is not a writable folder (read-only?); pick another dst")
+    probe = parent / f".lgvit-write-test-{uuid.uuid4().hex}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write {dst}: {parent} is not writable ({e.strerror}); pick another dst") from e
 
 
 def _is_training_checkpoint(src: str) -> bool:
