@@ -87,9 +87,9 @@ def load_torch(path: str | Path, mmap: bool = False) -> Any:
             if unsafe:
                 allowed = ", ".join(f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS)
                 raise CheckpointError(
-                    f"refused to load {path}: it needs {', '.join(unsafe)}, and unpickling that could run code, "
-                    f"so lgvit loads only tensors, plain containers and {allowed} (the file may be fine, it is not "
-                    f"called corrupt). {_FIX.replace('PATH', repr(str(path)))}"
+                    f"refused to load {path}: it needs {', '.join(unsafe)}, and unpickling that could run code; "
+                    f"lgvit loads only tensors, plain containers and {allowed}. The file is not necessarily "
+                    f"corrupt. {_FIX.replace('PATH', repr(str(path)))}"
                 ) from e
             raise _corrupt(path, e) from e
         except (RuntimeError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile, OSError) as e:
