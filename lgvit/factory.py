@@ -155,7 +155,8 @@ def _hub_download(repo: str, filename: str | None) -> str:
     """
     try:
         import huggingface_hub as hub
-        from huggingface_hub import constants, errors
+        from huggingface_hub import constants
+        from huggingface_hub import utils as errors  # its error classes, there since huggingface_hub 0.20
     except ImportError as e:
         raise CheckpointError(
             f"loading {repo} needs huggingface_hub: pip install 'lgvit[hub]', or pass a local file"

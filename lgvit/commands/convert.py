@@ -95,7 +95,7 @@ def _from_training(args: argparse.Namespace) -> tuple:
         "std": tuple(loaded.std),
         "crop_pct": loaded.crop_pct,
         "interpolation": getattr(loaded, "interpolation", "bilinear"),  # bilinear: eval_transform's before Dec 2026
-        "crop_mode": "center",
+        "crop_mode": getattr(loaded, "crop_mode", "center"),
         "label_names": list(loaded.classes),
     }
     return model, loaded.label
