@@ -21,6 +21,7 @@ from .convert.common import table_window
 from .convert.reading import check_file, file_kind, first_line, load_torch
 from .files import atomic_write
 from .layers import resize_rel_pos_table
+from .models.base import ClassifierConfig
 from .models.spec import PretrainedTag
 from .registry import ALIASES, FAMILIES, ModelSpec, build_config, get_spec
 
@@ -296,7 +297,7 @@ def _tag_cfg(tag: PretrainedTag) -> dict:
     return {**dataclasses.asdict(tag), "label_names": None}
 
 
-def _native_cfg(spec: ModelSpec, cfg: object) -> dict:
+def _native_cfg(spec: ModelSpec, cfg: ClassifierConfig) -> dict:
     """The pretrained_cfg of weights nobody trained: the model's own size and channels, no mean/std."""
     size = getattr(cfg, "img_size", None) or spec.native_size
     blank = PretrainedTag(num_classes=cfg.num_classes, input_size=(cfg.in_chans, size, size), crop_pct=1.0)

@@ -219,6 +219,8 @@ def test_convert_checks_the_destination_first(tmp_path: Path, capsys) -> None:
     torch.save(lgvit.create_model("gcvit_xxtiny").state_dict(), src)
     assert main(["convert", str(src), str(tmp_path), "--model", "gcvit_xxtiny"]) == 2
     assert "is a folder: give the output file's name" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "w.safetensors")]) == 2  # plain weights do not say their model
+    assert "say which model it is with --model NAME" in capsys.readouterr().err
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     try:

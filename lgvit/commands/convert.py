@@ -9,6 +9,8 @@ import os
 import uuid
 from pathlib import Path
 
+from torch import nn
+
 from ..convert.reading import check_file, file_kind, load_torch
 from ..factory import create_model, is_path_like, load_weights, save_weights
 from ..registry import get_spec
@@ -78,7 +80,7 @@ def _is_training_checkpoint(src: str) -> bool:
     return file_kind(path) != "safetensors" and is_training_checkpoint(load_torch(path, mmap=True))
 
 
-def _from_training(args: argparse.Namespace) -> tuple:
+def _from_training(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The model of a training checkpoint as `predict --checkpoint` loads it, and a label saying which weights."""
     loaded = from_checkpoint(args.src, args.weights)
     name = loaded.model.spec.name
