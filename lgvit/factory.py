@@ -67,7 +67,10 @@ def _read(path: str | os.PathLike, ema: bool) -> tuple[dict[str, torch.Tensor], 
         if ema:
             raise CheckpointError(f"{path} holds one set of weights and no EMA entry: load it without ema=True")
     else:
-        sd, meta = _pick_entry(load_torch(path), ema, path), {}
+        obj = load_torch(path)
+        sd = _pick_entry(obj, ema, path)
+        trained = isinstance(obj, dict) and isinstance(obj.get("model_overrides"), dict)  # an `lgvit train` file
+        meta = {"model": obj.get("model_name"), "train_overrides": obj["model_overrides"]} if trained else {}
     _warn_non_finite(sd, path)
     return sd, meta
 
@@ -344,6 +347,11 @@ def load_weights(
         resized, head_reset = _fit(sd, target, ignore_head, first_conv and f"{first_conv}.weight")
     except CheckpointError as e:
         saved = meta.get("model")
+        if "train_overrides" in meta:
+            raise CheckpointError(
+                f"{e}\n{path} is an `lgvit train` checkpoint of {saved} with {meta['train_overrides']}: "
+                f"`lgvit convert {path} OUT.safetensors` gives a file that rebuilds it, or pass those overrides"
+            ) from e
         if saved and saved != spec.name:
             raise CheckpointError(f"{e}\n{path} holds {saved} weights: create_model({saved!r}, pretrained=...)") from e
         raise

@@ -286,6 +286,8 @@ def test_convert_training_checkpoint_keeps_best_weights_classes_and_preprocessin
     assert cfg["input_size"] == (loaded.in_chans, loaded.img_size, loaded.img_size)
     assert (cfg["mean"], cfg["std"], cfg["crop_pct"]) == (loaded.mean, loaded.std, loaded.crop_pct)
     assert cfg["interpolation"] == getattr(loaded, "interpolation", "bilinear")
+    with pytest.raises(CheckpointError, match=r"(?s)wrong shape.*`lgvit train` checkpoint of gcvit_fmnist.*convert"):
+        lgvit.create_model("gcvit_fmnist", pretrained=str(src))  # 10 classes and 1 channel by default
     assert main(["convert", str(src), str(dst), "--weights", "model"]) == 0
     assert "(model weights" in capsys.readouterr().out
     with torch.no_grad():
