@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..convert import CheckpointError
+from ..convert.reading import load_torch
 from ..files import atomic_write
 
 FORMAT = "lgvit-train-1"
@@ -19,19 +20,21 @@ def save_atomic(payload: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A training checkpoint written by `lgvit train`, read with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(f"cannot read {path} ({type(e).__name__}): it is corrupt or not a checkpoint") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    """A training checkpoint written by `lgvit train`, read with weights_only=True and lgvit's allow-list.
+
+    A file needing any other pickled global is refused by name (see `lgvit.convert.reading`).
+    """
+    ckpt = load_torch(path)
+    if not is_training_checkpoint(ckpt):
         raise CheckpointError(
             f"{path} is not an `lgvit train` checkpoint; for plain weights use --pretrained {path} with --model NAME"
         )
     return ckpt
+
+
+def is_training_checkpoint(obj: object) -> bool:
+    """Whether a loaded checkpoint is one `lgvit train` wrote."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def rng_state() -> dict:
