@@ -69,3 +69,19 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def probe_writable(folder: str | os.PathLike) -> Path:
+    """The nearest existing folder at or above `folder` (where it is, or will be, made), once a file could be
+    created and removed there; raises OSError (e.g. PermissionError, NotADirectoryError) when not."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(20, "a file, not a folder", str(existing))
+    probe = existing / f".lgvit-write-probe.{uuid.uuid4().hex}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(existing)) from None  # name the folder, not the probe
+    os.remove(probe)
+    return existing

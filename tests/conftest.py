@@ -59,4 +59,3 @@ def check_intermediates(model: nn.Module, x: torch.Tensor, exact_size: bool = Fa
     with pytest.raises(ValueError, match="output_fmt"):
         model.forward_intermediates(x, output_fmt="NLC")
     return feats
-

@@ -462,3 +462,13 @@ def test_a_full_disk_is_a_clear_error(
     assert f"lgvit train: error: cannot write {tmp_path / 'last.pt'}: no space left" in err
     with pytest.raises(OSError, match="disk may be full"):
         main([*args, "--debug"])
+
+
+def test_a_run_removes_the_temp_files_a_killed_write_left(shapes_idx: Path, tmp_path: Path) -> None:
+    stale = tmp_path / f".last.pt.{'ab' * 16}.tmp"  # what a kill during a checkpoint write leaves
+    stale.write_bytes(b"\0" * 1024)
+    kept = tmp_path / ".notes.tmp"  # not an lgvit temp name: left alone
+    kept.write_text("mine")
+    result = train(TrainConfig(output=str(tmp_path), epochs=1, **FAST), data=_small_bundle(shapes_idx, 64))
+    assert result.completed and not stale.exists() and kept.read_text() == "mine"
+    assert not list(tmp_path.glob(".*.*.tmp"))

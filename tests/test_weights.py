@@ -11,9 +11,11 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomize_
+from PIL import Image
 
 import lgvit
 from lgvit import CheckpointError
@@ -335,3 +337,19 @@ def test_hub_fails_fast_once_offline_and_uses_the_cache(tmp_path: Path, env: dic
     expected = "Offline (HF_HUB_OFFLINE is set)" if "HF_HUB_OFFLINE" in env else "cannot reach the Hugging Face hub"
     assert error.startswith("CheckpointError") and expected in error
     assert result["hf-hub:lgvit-test/cached"][0] == "ok"
+
+
+def test_predict_takes_the_ema_weights_of_a_pretrained_file_on_request(tmp_path: Path, capsys) -> None:
+    """`predict --pretrained FILE --weights ema` predicts as a file holding only those EMA weights does."""
+    raw, ema = (randomize_(lgvit.create_model("gcvit_xxtiny"), seed) for seed in (0, 1))
+    both, ema_only, image = tmp_path / "both.pth.tar", tmp_path / "ema.pth", tmp_path / "a.png"
+    args = argparse.Namespace(model="gcvit_xxtiny", model_ema=True)
+    torch.save({"state_dict": _official(raw), "state_dict_ema": _official(ema), "args": args}, both)
+    torch.save({"state_dict": _official(ema), "args": args}, ema_only)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 60, 3), dtype=np.uint8)).save(image)
+
+    def shown(path: Path, *flags: str) -> str:
+        assert main(["predict", "--pretrained", str(path), "--model", "gcvit_xxtiny", *flags, str(image)]) == 0
+        return capsys.readouterr().out.split(": ", 1)[1]  # the top-k, without the file name
+
+    assert shown(both, "--weights", "ema") == shown(ema_only) != shown(both)

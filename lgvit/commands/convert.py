@@ -6,13 +6,13 @@ The output carries the model name, its config overrides, preprocessing and class
 
 import argparse
 import os
-import uuid
 from pathlib import Path
 
 from torch import nn
 
 from ..convert.reading import check_file, file_kind, load_torch
 from ..factory import create_model, is_path_like, load_weights, save_weights
+from ..files import probe_writable
 from ..registry import get_spec
 from ..tools.inference import WEIGHTS, from_checkpoint
 from ..training.checkpoint import is_training_checkpoint
@@ -59,15 +59,10 @@ def check_destination(dst: str) -> None:
     path = Path(dst).expanduser()
     if path.is_dir():
         raise ValueError(f"{dst} is a folder: give the output file's name, e.g. {path / 'model.safetensors'}")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    probe = parent / f".lgvit-write-test-{uuid.uuid4().hex}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        probe.unlink()
+        probe_writable(path.parent)
     except OSError as e:
-        raise ValueError(f"cannot write {dst}: {parent} is not writable ({e.strerror}); pick another dst") from e
+        raise ValueError(f"cannot write {dst}: {e.filename} is not writable ({e.strerror}); pick another dst") from e
 
 
 def _is_training_checkpoint(src: str) -> bool:
@@ -88,16 +83,4 @@ def _from_training(args: argparse.Namespace) -> tuple[nn.Module, str]:
         raise ValueError(f"{args.src} is a {name} checkpoint, not {args.model}: drop --model or pass --model {name}")
     if args.num_classes is not None:
         raise ValueError("--num-classes does not apply to an `lgvit train` checkpoint: it knows its classes")
-    model = loaded.model
-    model.pretrained_cfg = {
-        **model.pretrained_cfg,
-        "num_classes": len(loaded.classes),
-        "input_size": (loaded.in_chans, loaded.img_size, loaded.img_size),
-        "mean": tuple(loaded.mean),
-        "std": tuple(loaded.std),
-        "crop_pct": loaded.crop_pct,
-        "interpolation": getattr(loaded, "interpolation", "bilinear"),  # bilinear: eval_transform's before Dec 2026
-        "crop_mode": getattr(loaded, "crop_mode", "center"),
-        "label_names": list(loaded.classes),
-    }
-    return model, loaded.label
+    return loaded.model, loaded.label  # its pretrained_cfg holds the checkpoint's preprocessing and class names

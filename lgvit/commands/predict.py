@@ -23,7 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="text file with one class name a line, with --pretrained "
         "(default: the names the weights carry; ImageNet-1k's for an in1k tag)",
     )
-    p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto")
+    p.add_argument(
+        "--weights",
+        choices=("auto", "model", "ema"),
+        default="auto",
+        help="auto: of a --checkpoint whichever validated best, of --pretrained files the raw weights; "
+        "model: the raw weights; ema: the EMA weights (state_dict_ema, model_ema, ema)",
+    )
     p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         loaded = from_checkpoint(args.checkpoint, args.weights)
     else:
-        loaded = from_pretrained(args.model, args.pretrained, labels)
+        loaded = from_pretrained(args.model, args.pretrained, labels, ema=args.weights == "ema")
     failed = 0
     for pred in predict_images(loaded, args.images, args.topk, device):
         if pred.error:

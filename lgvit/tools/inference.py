@@ -133,9 +133,10 @@ def _class_names(name: str, source: str, model: nn.Module, labels: list[str] | N
     return [str(i) for i in range(model.num_classes)]
 
 
-def from_pretrained(name: str, source: str, labels: list[str] | None) -> Loaded:
-    """A registered model with pretrained weights (tag, file or hub id) and its evaluation preprocessing."""
-    model = create_model(name, pretrained=source).eval()
+def from_pretrained(name: str, source: str, labels: list[str] | None, ema: bool = False) -> Loaded:
+    """A registered model with pretrained weights (tag, file or hub id; `ema`: the file's EMA weights) and its
+    evaluation preprocessing."""
+    model = create_model(name, pretrained=source, pretrained_ema=ema).eval()
     fix = "predict with --checkpoint on its lgvit train checkpoint, or lgvit convert that checkpoint, which keeps it"
     try:
         prep = eval_config(model.pretrained_cfg, name)

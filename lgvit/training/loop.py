@@ -7,7 +7,6 @@ can swap one without patching the module.
 import dataclasses
 import itertools
 import math
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..data import AugmentConfig, DataBundle, build_data, mix_transform, pad_class_names
 from ..factory import create_model
+from ..files import probe_writable, remove_stale_temps
 from ..registry import build_config, get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
@@ -308,6 +308,7 @@ def _setup(
     out = Path(cfg.output or f"runs/{cfg.model}")
     if d.main:  # only rank 0 writes (on several machines, only node 0 has the folder)
         check_output(out)
+        remove_stale_temps(out)  # what a killed checkpoint or report write left behind
     ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
     data = train_data(cfg) if data is None else data
     if data.train is None:
@@ -333,16 +334,15 @@ def check_output(out: Path) -> None:
     """Refuses a run folder that is a file or cannot be written in, before any data is read."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {out} is a file, not a folder: give a folder for the run's checkpoints and report")
-    folder = next(p for p in (out, *out.parents) if p.exists())  # where the run folder is (or will be) made
-    if not folder.is_dir():
-        raise ValueError(f"--output {out}: {folder} is a file, so no folder can be made there; give another --output")
-    probe = folder / f".lgvit-write-probe.{os.getpid()}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        os.remove(probe)
+        probe_writable(out)
+    except NotADirectoryError as e:
+        raise ValueError(
+            f"--output {out}: {e.filename} is a file, so no folder can be made there; give another --output"
+        ) from None
     except OSError as e:
         raise ValueError(
-            f"cannot write in {folder} ({e.strerror}), where the run's checkpoints and report go: "
+            f"cannot write in {e.filename or out} ({e.strerror}), where the run's checkpoints and report go: "
             "make it writable or give another --output"
         ) from None
 
