@@ -37,12 +37,13 @@ _FIXES = {
 
 def error_message(e: BaseException) -> str:
     """The one-line text of a command's error; an OS error raised by the system also names its file and the fix."""
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "\nOriginal Traceback" in text:  # raised in a DataLoader worker: torch appended the worker's traceback
+        return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
     if isinstance(e, OSError) and e.strerror is not None:  # OSError(errno, text[, file]), without "[Errno N]"
         where = f": {e.filename}" if e.filename is not None else ""
         return f"{e.strerror}{where} ({_FIXES.get(e.errno, 'check the path')})"
-    return str(e)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torch._utils import ExceptionWrapper
 
 import lgvit
-from lgvit.cli import main
+from lgvit.cli import error_message, main
 from lgvit.training.distributed import pick_device
 
 
@@ -104,3 +105,15 @@ def test_packaging_license_typing_marker_and_one_version() -> None:
     assert {"py.typed", "data/*.txt"} <= set(project["tool"]["setuptools"]["package-data"]["lgvit"])
     torch_bound = next(d for d in project["project"]["dependencies"] if d.startswith("torch>="))
     assert tuple(map(int, torch_bound[len("torch>=") :].split("."))) >= (2, 5)  # torch.serialization.safe_globals
+
+
+def test_an_error_from_a_data_loader_worker_is_one_line() -> None:
+    """torch re-raises a worker's error with the worker's traceback appended; the CLI shows the error alone."""
+    try:
+        raise ValueError("cannot read /data/a.jpg: image file is truncated; remove or replace it")
+    except ValueError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(ValueError) as caught:
+        wrapped.reraise()
+    assert "Traceback" in str(caught.value)
+    assert error_message(caught.value) == "cannot read /data/a.jpg: image file is truncated; remove or replace it"
