@@ -25,7 +25,8 @@ ROOMS: dict[str, set[str]] = {
     "data": {"constants", "files"},
     "training": _CORE - {"training"},
     "tools": _CORE,
-    "commands": _CORE | {"tools"},
+    "export": _CORE | {"__init__"},  # __init__: the version it writes into the files
+    "commands": _CORE | {"tools", "export"},
     "cli": {"commands", "__init__"},
     "__init__": {"factory", "registry", "convert", "data"},
     "__main__": {"cli"},

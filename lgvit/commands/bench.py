@@ -1,4 +1,4 @@
-"""`lgvit bench`: images/s, latency, peak memory, GMACs and GFLOP/s, side by side with timm."""
+"""`lgvit bench`: images/s, latency, peak memory, GMACs and GFLOP/s, side by side with timm and torch.compile."""
 
 import argparse
 import json
@@ -16,6 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=None, help="input side (default: the model's native size)")
     p.add_argument("--compare", choices=["timm"], default=None, help="also run timm's model, interleaved")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="dynamic",
+        choices=["dynamic", "static"],
+        default=None,
+        help="also run torch.compile(model, dynamic=True) ('static': dynamic=False), interleaved; "
+        "its compile time is reported",
+    )
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
@@ -32,7 +41,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag} must be at least 1, got {value}")
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     results = run_bench(
-        args.model, args.batch, args.size, args.compare == "timm", modes, args.iters, args.rounds, args.device
+        args.model,
+        args.batch,
+        args.size,
+        args.compare == "timm",
+        modes,
+        args.iters,
+        args.rounds,
+        args.device,
+        args.compile,
     )
     peak = results[0].gflops_per_s / results[0].peak_fraction
     print(

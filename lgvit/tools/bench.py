@@ -1,9 +1,10 @@
-"""Side-by-side speed and memory: lgvit vs timm's model of the same architecture, one run.
+"""Side-by-side speed and memory: lgvit eager, lgvit under torch.compile, and timm's model of the same
+architecture, one run.
 
 Every measurement runs in a fresh child process, so its peak memory (peak RSS during the steps
 minus the RSS after building the model and the input; the peak record is reset after the build)
-is its own. lgvit and timm alternate over the rounds
-and the median round is reported, so background load hits both alike.
+is its own. The implementations alternate over the rounds and the median round is reported, so
+background load hits all alike. A compiled model's first call (compilation) is timed apart: `compile_s`.
 """
 
 import multiprocessing as mp
@@ -22,7 +23,7 @@ from .flops import count_macs
 
 @dataclass
 class BenchResult:
-    impl: str  # 'lgvit' or 'timm'
+    impl: str  # one of IMPLS
     model: str
     device: str
     mode: str  # 'infer' or 'train'
@@ -34,6 +35,10 @@ class BenchResult:
     gmacs: float  # per image, forward
     gflops_per_s: float  # achieved (train step counted as 3x forward)
     peak_fraction: float  # of this machine's measured fp32 GEMM peak
+    compile_s: float = 0.0  # torch.compile's first call less one step ('lgvit-compiled' only)
+
+
+IMPLS = ("lgvit", "lgvit-compiled", "timm")  # eager lgvit; torch.compile(lgvit model, dynamic=...); timm eager
 
 
 def gemm_peak_gflops(n: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
@@ -71,7 +76,7 @@ def _rss_mb() -> float:
 
 
 def _build(impl: str, name: str, size: int) -> torch.nn.Module:
-    if impl == "lgvit":
+    if impl != "timm":
         return create_model(name, drop_path_rate=0.0)
     import timm
 
@@ -82,23 +87,27 @@ def _build(impl: str, name: str, size: int) -> torch.nn.Module:
     return timm.create_model(timm_name, drop_path_rate=0.0, **kwargs)
 
 
-def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int, device: str) -> dict:
-    """Runs in the child: (seconds per batch, peak memory MB: RSS on the CPU, allocated memory on a GPU)."""
+def _measure(
+    impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int, device: str, dynamic: bool
+) -> dict:
+    """Runs in the child: seconds per batch, peak memory MB (RSS on the CPU, allocated memory on a GPU) and, for
+    'lgvit-compiled' (`torch.compile(model, dynamic=dynamic)`), the seconds the first call took beyond a step."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    model = _build(impl, name, size).to(dev)
-    x = torch.randn(batch, model.in_chans if impl == "lgvit" else 3, size, size, device=dev)
+    net = _build(impl, name, size).to(dev)
+    x = torch.randn(batch, 3 if impl == "timm" else net.in_chans, size, size, device=dev)
+    model = torch.compile(net, dynamic=dynamic) if impl == "lgvit-compiled" else net
     if mode == "infer":
-        model.eval()
+        net.eval()
 
         def step() -> None:
             with torch.inference_mode():
                 model(x)
     else:
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        y = torch.randint(0, model.num_classes, (batch,), device=dev)
+        net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        y = torch.randint(0, net.num_classes, (batch,), device=dev)
 
         def step() -> None:
             loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -108,15 +117,19 @@ def _measure(impl: str, name: str, mode: str, batch: int, size: int, iters: int,
 
     _reset_peak(dev)
     base = _memory_mb(dev)
-    step()  # warm-up (allocator, kernels, optimizer state)
+    first = time.perf_counter()
+    step()  # warm-up (allocator, kernels, optimizer state; compilation)
     sync_device(dev)
+    first = time.perf_counter() - first
     times = []
     for _ in range(iters):
         t = time.perf_counter()
         step()
         sync_device(dev)
         times.append(time.perf_counter() - t)
-    return {"seconds": statistics.median(times), "peak_mb": _peak_mb(dev) - base}
+    seconds = statistics.median(times)
+    compile_s = max(first - seconds, 0.0) if impl == "lgvit-compiled" else 0.0
+    return {"seconds": seconds, "peak_mb": _peak_mb(dev) - base, "compile_s": compile_s}
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -149,20 +162,34 @@ def run_bench(
     iters: int = 5,
     rounds: int = 3,
     device: str = "auto",
+    compile: str | None = None,
 ) -> list[BenchResult]:
-    """Benchmarks `name` (and timm's same model if `compare`) on `device` (a `--device` value) with the model's
-    own channels and classes, at `size` (default: its native size); returns one result per (impl, mode)."""
+    """Benchmarks `name` (and timm's same model if `compare`; and torch.compile of it if `compile` is 'dynamic'
+    or 'static') on `device` (a `--device` value) with the model's own channels and classes, at `size`
+    (default: its native size); returns one result per (impl, mode)."""
+    if compile not in (None, "dynamic", "static"):
+        raise ValueError(f"compile must be 'dynamic' or 'static', not {compile!r}")
     spec = get_spec(name)
     size = size or spec.native_size
     dev = str(pick_device(device))
-    impls = ["lgvit", "timm"] if compare else ["lgvit"]
+    impls = ["lgvit"] + (["lgvit-compiled"] if compile else []) + (["timm"] if compare else [])
     ctx = mp.get_context("spawn")
     samples: dict[tuple[str, str], list[dict]] = {(m, i): [] for m in modes for i in impls}
     for mode in modes:
         for _ in range(rounds):
             for impl in impls:
                 with ctx.Pool(1) as pool:
-                    job = (impl, spec.name, mode, batch, size, iters, torch.get_num_threads(), dev)
+                    job = (
+                        impl,
+                        spec.name,
+                        mode,
+                        batch,
+                        size,
+                        iters,
+                        torch.get_num_threads(),
+                        dev,
+                        compile == "dynamic",
+                    )
                     samples[mode, impl].append(pool.apply(_child, (job,)))
     # only after the measurements: counting (FlopCounterMode imports inductor, which sets
     # TORCHINDUCTOR_CACHE_DIR for the children) and a second of large matmuls were both seen to
@@ -175,30 +202,48 @@ def run_bench(
     for (mode, impl), runs in samples.items():
         sec = statistics.median(s["seconds"] for s in runs)
         mem = statistics.median(s["peak_mb"] for s in runs)
+        compile_s = statistics.median(s["compile_s"] for s in runs)
         flops = gmacs * 2 * (3 if mode == "train" else 1) * batch / sec
         results.append(
             BenchResult(
-                impl, spec.name, dev, mode, batch, size, batch / sec, sec * 1e3, mem, gmacs, flops, flops / peak
+                impl,
+                spec.name,
+                dev,
+                mode,
+                batch,
+                size,
+                batch / sec,
+                sec * 1e3,
+                mem,
+                gmacs,
+                flops,
+                flops / peak,
+                compile_s,
             )
         )
     return results
 
 
 def format_table(results: list[BenchResult]) -> str:
-    """A markdown table with lgvit/timm ratios."""
+    """A markdown table with lgvit/timm ratios, and compiled/eager ratios with the compile time."""
     cols = ["model", "mode", "impl", "batch", "size", "img/s", "latency ms", "peak MB", "GMACs", "GFLOP/s"]
-    cols += ["of GEMM peak", "vs timm"]
+    cols += ["of GEMM peak", "vs timm", "vs eager"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     by_key = {(r.mode, r.impl): r for r in results}
     for r in results:
         ref = by_key.get((r.mode, "timm"))
-        ratio = ""
-        if r.impl == "lgvit" and ref:
+        ratio, eager = "", by_key[(r.mode, "lgvit")]
+        if r.impl != "timm" and ref:
             ratio = f"{r.images_per_s / ref.images_per_s:.2f}x speed, {r.peak_mem_mb / ref.peak_mem_mb:.2f}x mem"
+        vs_eager = (
+            f"{r.images_per_s / eager.images_per_s:.2f}x, compile {r.compile_s:.1f} s"
+            if r.impl == "lgvit-compiled"
+            else ""
+        )
         gmacs = f"{r.gmacs:.2f}" if r.gmacs >= 0.1 else f"{r.gmacs:.4f}"  # the 28 px configs: a few MMACs
         lines.append(
             f"| {r.model} | {r.mode} | {r.impl} | {r.batch} | {r.size} | {r.images_per_s:.1f} | {r.latency_ms:.0f} | "
-            f"{r.peak_mem_mb:.0f} | {gmacs} | {r.gflops_per_s:.1f} | {r.peak_fraction:.0%} | {ratio} |"
+            f"{r.peak_mem_mb:.0f} | {gmacs} | {r.gflops_per_s:.1f} | {r.peak_fraction:.0%} | {ratio} | {vs_eager} |"
         )
     return "\n".join(lines)
 
