@@ -64,9 +64,9 @@ def export_onnx(model: torch.nn.Module, folder: Path) -> tuple[Path | None, str]
         any_size = str(e)
     try:
         to_onnx(model, path, dynamic=("batch",))
-        return path, f"fixed size (any size: {any_size[:160]})"
+        return path, f"fixed size (any size: {any_size})"
     except (RuntimeError, ValueError) as e:
-        return None, f"export failed: {str(e)[:200]}"
+        return None, f"export failed: {e}"
 
 
 def ort_path(path: Path, threads: int) -> Callable:
@@ -130,14 +130,22 @@ def bench_model(name: str, batches, dtypes, args, folder: Path) -> list[dict]:
                 diff = float(np.abs(paths[path](x) - ref).max())
                 extra = f"compile {compile_s:.0f} s" if path == "torch.compile" else note if path != "eager" else ""
                 rows.append(dict(model=name, batch=batch, dtype=dtype, path=path, seconds=sec, diff=diff, note=extra))
-            rows += [dict(model=name, batch=batch, dtype=dtype, path=p, seconds=None, note=n) for p, n in failed.items()]
+            rows += [
+                dict(model=name, batch=batch, dtype=dtype, path=p, seconds=None, note=n) for p, n in failed.items()
+            ]
     return rows
 
 
 def table(rows: list[dict]) -> str:
+    """A markdown table; long notes (why a model's export is fixed-size or failed) become numbered footnotes."""
     lines = ["| model | batch | dtype | path | latency ms | img/s | vs eager | max diff | note |", "|" + "---|" * 9]
     eager = {(r["model"], r["batch"], r["dtype"]): r["seconds"] for r in rows if r["path"] == "eager"}
+    notes: list[str] = []
     for r in rows:
+        if len(r["note"]) > 40:
+            if r["note"] not in notes:
+                notes.append(r["note"])
+            r = {**r, "note": f"{r['note'].split(' (')[0].split(':')[0]} [{notes.index(r['note']) + 1}]"}
         if r["seconds"] is None:
             lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['path']} | | | | | {r['note']} |")
             continue
@@ -146,7 +154,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['path']} | {r['seconds'] * 1e3:.1f} | "
             f"{r['batch'] / r['seconds']:.1f} | {ratio:.2f}x | {r['diff']:.1e} | {r['note']} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)])
 
 
 def best_line(rows: list[dict]) -> str:
