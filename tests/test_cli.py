@@ -117,3 +117,47 @@ def test_an_error_from_a_data_loader_worker_is_one_line() -> None:
         wrapped.reraise()
     assert "Traceback" in str(caught.value)
     assert error_message(caught.value) == "cannot read /data/a.jpg: image file is truncated; remove or replace it"
+
+
+# --- issue 16: bench --compile, the export command ----------------------------------------------------------------
+
+
+def test_bench_compile_runs_the_compiled_model_beside_eager(monkeypatch, capsys) -> None:
+    """The plumbing of --compile, in this process, with torch.compile recorded (a real compile takes ~30 s)."""
+    from lgvit.tools import bench
+
+    calls = []
+
+    def fake_compile(model, dynamic=None):
+        calls.append(dynamic)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    compiled = bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", True)
+    eager = bench._measure("lgvit", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", True)
+    assert calls == [True] and compiled["compile_s"] >= 0 and eager["compile_s"] == 0
+    seen = []
+    row = bench.BenchResult("lgvit", "deit_fmnist", "cpu", "infer", 8, 28, 10.0, 800, 100, 0.01, 90, 0.5)
+    monkeypatch.setattr("lgvit.commands.bench.run_bench", lambda *a: seen.append(a[-1]) or [row])
+    assert main(["bench", "--model", "deit_fmnist", "--compile"]) == 0
+    assert main(["bench", "--model", "deit_fmnist", "--compile", "static"]) == 0
+    assert main(["bench", "--model", "deit_fmnist"]) == 0
+    assert seen == ["dynamic", "static", None]
+    with pytest.raises(ValueError, match="compile must be 'dynamic' or 'static'"):
+        bench.run_bench("deit_fmnist", compile="fast")
+
+
+def test_bench_table_shows_compiled_speed_and_compile_time() -> None:
+    from lgvit.tools.bench import BenchResult, format_table
+
+    eager = BenchResult("lgvit", "m", "cpu", "infer", 8, 224, 10.0, 800, 100, 4.5, 90, 0.5)
+    compiled = BenchResult("lgvit-compiled", "m", "cpu", "infer", 8, 224, 15.0, 533, 120, 4.5, 135, 0.7, 42.0)
+    table = format_table([eager, compiled])
+    assert "| m | infer | lgvit-compiled | 8 | 224 | 15.0 |" in table and "| 1.50x, compile 42.0 s |" in table
+
+
+def test_export_is_a_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    assert "--format {onnx,torch-export}" in out and "--checkpoint" in out and "--dynamic" in out
