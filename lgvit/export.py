@@ -32,6 +32,9 @@ MAX_OPSET = 23  # the highest onnxscript's torchlib and onnxruntime 1.18+ share
 INSTALL_HINT = "pip install 'lgvit[export]'"
 METADATA_FILE = "lgvit.json"  # the metadata of a .pt2 file, one of its extra files
 VERIFY_BATCHES = (1, 3)
+# torch.export assumes a dynamic size is never 1 (its 0/1 specialisation): a token model's program takes sides
+# of two patches or more (its ONNX file takes one)
+TORCH_EXPORT_FEWEST_PATCHES = 2
 
 
 class MissingDependency(ImportError, RuntimeError):
@@ -107,21 +110,26 @@ def export_size(model: nn.Module, size: int | None = None) -> tuple[int, int]:
     return size, size
 
 
-def check_sizes(model: nn.Module, sizes: Sequence[tuple[int, int]], what: str = "a verification size") -> None:
-    """Raises a ValueError naming the size and the model's rule for one it does not accept."""
+def check_sizes(
+    model: nn.Module, sizes: Sequence[tuple[int, int]], what: str = "a verification size", fewest_patches: int = 1
+) -> None:
+    """Raises a ValueError naming the size and the model's rule for one it does not accept (token models:
+    multiples of the patch, at least `fewest_patches` of them)."""
     low, multiple = _side_rule(model)
+    low = low * fewest_patches if multiple > 1 else low
     for h, w in sizes:
         if min(h, w) < low or h % multiple or w % multiple:
             rule = f"sides >= {low}" + (f" and multiples of {multiple}" if multiple > 1 else "")
             raise ValueError(f"{what} {h}x{w} is not one {model_name(model)} accepts: it needs {rule}")
 
 
-def verify_sizes(model: nn.Module, size: tuple[int, int]) -> list[tuple[int, int]]:
+def verify_sizes(model: nn.Module, size: tuple[int, int], fewest_patches: int = 1) -> list[tuple[int, int]]:
     """The export size and three others by the model's rules: a larger non-square one, a small non-square one
-    (odd sides, which need window padding, for window models) and the smallest."""
+    (odd sides, which need window padding, for window models) and the smallest (for token models: of
+    `fewest_patches` patches a side)."""
     n, low, p = size[0], *_side_rule(model)
     if p > 1:  # token models: other multiples of the patch
-        return [size, (n + p, n + 2 * p), (3 * p, 2 * p), (p, p)]
+        return [size, (n + p, n + 2 * p), (3 * p, 2 * p), (fewest_patches * p, fewest_patches * p)]
     return [size, (n + low, n + 3 * low), (low + 7, 2 * low + 3), (low, low)]
 
 
@@ -173,8 +181,9 @@ def _example(model: nn.Module, size: tuple[int, int], dynamic: Sequence[str]) ->
     )
 
 
-def _dims(model: nn.Module, dynamic: Sequence[str]) -> dict[int, object]:
-    """torch.export Dims for the input's dynamic dimensions; token models' sides are multiples of their patch."""
+def _dims(model: nn.Module, dynamic: Sequence[str], fewest_patches: int = 1) -> dict[int, object]:
+    """torch.export Dims for the input's dynamic dimensions; token models' sides are multiples of their patch,
+    at least `fewest_patches` of them."""
     from torch.export import Dim
 
     dims: dict[int, object] = {}
@@ -183,14 +192,14 @@ def _dims(model: nn.Module, dynamic: Sequence[str]) -> dict[int, object]:
     if "hw" in dynamic:
         low, multiple = _side_rule(model)
         if multiple > 1:
-            dims[2] = multiple * Dim("h_patches", min=1, max=1024)
-            dims[3] = multiple * Dim("w_patches", min=1, max=1024)
+            dims[2] = multiple * Dim("h_patches", min=fewest_patches, max=1024)
+            dims[3] = multiple * Dim("w_patches", min=fewest_patches, max=1024)
         else:
             dims[2], dims[3] = Dim("height", min=low, max=8192), Dim("width", min=low, max=8192)
     return dims
 
 
-def _prepare(model: nn.Module, path: str | Path, dynamic: Sequence[str], sizes, size) -> tuple:
+def _prepare(model: nn.Module, path: str | Path, dynamic: Sequence[str], sizes, size, fewest_patches: int = 1) -> tuple:
     """Validates the arguments before any work; returns (path, dynamic, export size, verification sizes)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an lgvit model (torch.nn.Module), got {type(model).__name__}")
@@ -202,9 +211,9 @@ def _prepare(model: nn.Module, path: str | Path, dynamic: Sequence[str], sizes, 
     hw = export_size(model, size)
     if sizes is not None:
         sizes = [tuple(s) for s in sizes]
-        check_sizes(model, sizes)
+        check_sizes(model, sizes, fewest_patches=fewest_patches)
     if sizes is None or "hw" not in dynamic:
-        sizes = verify_sizes(model, hw) if "hw" in dynamic else [hw]
+        sizes = verify_sizes(model, hw, fewest_patches) if "hw" in dynamic else [hw]
     return path, dynamic, hw, sizes
 
 
@@ -401,7 +410,7 @@ def to_torch_export(
     it is kept only if it equals eager within TOLERANCE. The metadata is the extra file `lgvit.json`.
     """
     check_format("torch-export")
-    path, dynamic, hw, sizes = _prepare(model, path, dynamic, sizes, size)
+    path, dynamic, hw, sizes = _prepare(model, path, dynamic, sizes, size, TORCH_EXPORT_FEWEST_PATCHES)
     model = model.eval().float().cpu()
     start = time.perf_counter()
     try:
