@@ -1,7 +1,5 @@
 """Convolutional blocks shared by the families."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,8 +49,13 @@ class FusedMBConv(nn.Module):
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) of one axis of length `size`: output = ceil(size / stride)."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    """TensorFlow 'SAME' padding (before, after) of one axis of length `size`: output = ceil(size / stride).
+
+    Integer arithmetic only ((ceil(size / stride) - 1) * stride - size = -size % stride - stride), so a
+    symbolic size gives symbolic pads, not a size baked into a traced graph."""
+    total = -size % stride + kernel - stride
+    if kernel < stride:  # the only case where the total can be negative
+        total = max(total, 0)
     return total // 2, total - total // 2
 
 

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .window import concrete, tracing
+
 
 class PatchEmbed(nn.Module):
     """patch x patch conv, stride patch (`proj`), then an optional LayerNorm (`norm`): image -> NCHW map.
@@ -29,7 +31,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, dim, ceil(H/p), ceil(W/p)) map."""
         pad_h, pad_w = -x.shape[2] % self.patch, -x.shape[3] % self.patch
-        if pad_h or pad_w:
+        if tracing() or not concrete(pad_h, pad_w) or pad_h or pad_w:  # traced: always pad (maybe by 0)
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)  # (B, D, H/p, W/p)
         if self.norm is None:

@@ -33,6 +33,7 @@ from ..layers import (
     WindowAttention,
     drop_path_rates,
     per_stage,
+    tracing,
     window_partition,
     window_reverse,
 )
@@ -107,10 +108,13 @@ class Stem(nn.Module):
 
 
 def _pool_depth(size: Size2, window: Size2) -> int:
-    """How many stride-2 max-pools keep the map at least as large as the window."""
+    """How many stride-2 max-pools keep the map at least as large as the window.
+
+    Integer arithmetic only (ceil(h / 2) = (h + 1) // 2), so symbolic sizes give plain size guards: one
+    traced graph holds for the range of sizes with this depth (docs/gcvit.md, "Export")."""
     h, w, depth = size[0], size[1], 0
-    while (h > window[0] or w > window[1]) and math.ceil(h / 2) >= window[0] and math.ceil(w / 2) >= window[1]:
-        h, w, depth = math.ceil(h / 2), math.ceil(w / 2), depth + 1
+    while (h > window[0] or w > window[1]) and (h + 1) // 2 >= window[0] and (w + 1) // 2 >= window[1]:
+        h, w, depth = (h + 1) // 2, (w + 1) // 2, depth + 1
     return depth
 
 
@@ -135,7 +139,7 @@ class GlobalQueryGen(nn.Module):
                 x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
         for _ in range(pools):
             x = F.max_pool2d(x, 3, 2, 1)
-        if tuple(x.shape[-2:]) != tuple(window):
+        if tracing() or tuple(x.shape[-2:]) != tuple(window):  # traced: always (the identity at the window)
             x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
         B, C = x.shape[:2]
         # (B, C, h, w) -> (B, h*w, heads, head_dim)
@@ -201,7 +205,7 @@ class GCViTStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        window = (min(self.window, x.shape[2]), min(self.window, x.shape[3]))
+        window = tuple(self.window if s >= self.window else s for s in x.shape[2:])  # a guard per axis when traced
         q_global = self.global_block(x, window)  # (B, heads, N, d)
         x = self.blocks(x.permute(0, 2, 3, 1), q_global, window)  # (B, H, W, C)
         return self.norm(x).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)

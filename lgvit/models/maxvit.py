@@ -201,13 +201,14 @@ class PartitionAttention(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=partial(GELUTanh, inplace=True), drop=cfg.drop_rate)
         self.drop_path2 = DropPath(drop_path)
+        self._cache: dict = {}  # eager: the padding masks per size; not state
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
         size = (x.shape[1], x.shape[2])
-        part = (min(self.window, size[0]), min(self.window, size[1]))
+        part = tuple(self.window if s >= self.window else s for s in size)  # a guard per axis when traced
         split, merge = (grid_partition, grid_reverse) if self.grid else (window_partition, window_reverse)
         windows, padded = split(x, part)  # (B*nW, N, C)
-        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device))
+        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device, self._cache))
         return merge(out, part, padded, size)  # (B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

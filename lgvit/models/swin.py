@@ -93,8 +93,8 @@ class PatchMerging(nn.Module):
 
 def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
     """(window, shift) for a map of `size`: an axis no longer than the window is one window and is not shifted."""
-    win = tuple(min(window, s) for s in size)
-    shift = tuple(0 if s <= window else window // 2 for s in size)
+    win = tuple(window if s >= window else s for s in size)  # one comparison per axis: a guard when traced
+    shift = tuple(window // 2 if s > window else 0 for s in size)
     return win, shift
 
 
@@ -117,12 +117,13 @@ class SwinBlock(FeedForwardBlock):
         )
         self.drop_path1 = DropPath(drop_path)
         self.init_feed_forward(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, eps=1e-5)
+        self._cache: dict = {}  # eager: the roll + pad + partition gather indices per size; not state
 
     def _attn(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         size = (x.shape[1], x.shape[2])
-        windows, padded = window_partition(x, window, shift)  # (B*nW, N, C), rolled by -shift
+        windows, padded = window_partition(x, window, shift, self._cache)  # (B*nW, N, C), rolled by -shift
         out = self.attn(windows, window, mask=mask)  # (B*nW, N, C)
-        return window_reverse(out, window, padded, size, shift)  # (B, H, W, C), rolled back
+        return window_reverse(out, window, padded, size, shift, self._cache)  # (B, H, W, C), rolled back
 
     def forward(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H, W, C); `window`/`shift` from `stage_window`; `mask` from `shifted_window_mask`."""
@@ -140,6 +141,7 @@ class SwinStage(nn.Module):
         heads = cfg.num_heads[index]
         self.blocks = Blocks(SwinBlock(dim, heads, self.window, dp, cfg) for dp in drop_paths)
         self.norm = nn.LayerNorm(dim) if last else nn.Identity()
+        self._cache: dict = {}  # eager: the shift masks per size; not state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x.permute(0, 2, 3, 1))  # (B, H, W, C)
@@ -147,7 +149,7 @@ class SwinStage(nn.Module):
         window, shift = stage_window(size, self.window)
         for j, blk in enumerate(self.blocks):
             s = shift if j % 2 else (0, 0)
-            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device))
+            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device, self._cache))
         return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
