@@ -5,8 +5,10 @@ tensor (such as GC ViT's global query) is broadcast to its windows by repeating 
 `num_windows` times in a row.
 
 Graph capture (torch.export, torch.compile, the ONNX exporters, FX): sizes may be symbolic, so the
-code here never branches on them while `tracing()`; it always pads (possibly by zero) and always
-builds the masks, with tensor ops, from the sizes. Eager forwards skip the no-op steps and keep the
+code here never branches on them while `tracing()`. A traced partition is one gather whose index is
+built with tensor ops from the (symbolic) sizes (`partition_index`): padding, the cyclic shift and
+the window order in one, with no pad or crop whose size the tracer would have to prove; the masks
+are always built, also from the sizes. Eager forwards skip the no-op steps and keep the
 constant masks and indices in a cache owned by the calling module (`cached`), never process-wide,
 and never holding a tensor made while tracing.
 """
@@ -49,15 +51,15 @@ def cached(cache: dict | None, key: tuple, build: Callable[[], T]) -> T:
     return cache[key]
 
 
-def _pads(size: Size2, window: Size2) -> Size2:
-    """(pad_h, pad_w) that bring `size` to multiples of `window` (SymInt arithmetic for symbolic sizes)."""
-    return -size[0] % window[0], -size[1] % window[1]
-
-
 def padded_size(size: Size2, window: Size2) -> Size2:
-    """`size` rounded up to multiples of `window`."""
-    pad_h, pad_w = _pads(size, window)
-    return size[0] + pad_h, size[1] + pad_w
+    """`size` rounded up to multiples of `window`, as (windows per axis) * window: symbolic sizes stay simple."""
+    return (size[0] + window[0] - 1) // window[0] * window[0], (size[1] + window[1] - 1) // window[1] * window[1]
+
+
+def _pads(size: Size2, window: Size2) -> Size2:
+    """(pad_h, pad_w) that bring `size` to multiples of `window`."""
+    padded = padded_size(size, window)
+    return padded[0] - size[0], padded[1] - size[1]
 
 
 def pad_to_multiple(x: torch.Tensor, window: Size2) -> torch.Tensor:
@@ -76,17 +78,14 @@ def window_partition(
     """Splits a (B, H, W, C) map into windows, padding first.
 
     With a `shift` the map is first rolled by -shift (Swin's cyclic shift, `torch.roll(x, -shift)`),
-    then padded. In eager with a `cache`, roll, pad and partition run as one cached gather.
+    then padded. Shifted (in eager, with a `cache`) or traced, roll, pad and partition run as one gather.
     Returns the windows, (B * nH * nW, wh * ww, C), and the padded size (Hp, Wp).
     """
     B, H, W, C = x.shape
-    if any(shift) and cache is not None and not tracing():
-        forward, _ = cached(cache, ("shift", H, W, *window, *shift, x.device), lambda: _shift_index((H, W), window, shift, x.device))
-        x = x.reshape(B, H * W, C)  # (B, HW, C)
-        if forward.numel() > H * W:  # padded: index H*W is a zero token
-            x = torch.cat([x, x.new_zeros(B, 1, C)], 1)  # (B, HW+1, C)
-        x = x.index_select(1, forward).view(-1, window[0] * window[1], C)  # (B*nW, N, C)
-        return x, padded_size((H, W), window)
+    if tracing() or (any(shift) and cache is not None):
+        key = ("block", H, W, *window, *shift, x.device)
+        forward, _ = cached(cache, key, lambda: partition_index((H, W), window, shift, False, x.device))
+        return _gather_windows(x, forward, window[0] * window[1]), padded_size((H, W), window)
     if any(shift):
         x = torch.roll(x, (-shift[0], -shift[1]), (1, 2))
     x = pad_to_multiple(x, window)
@@ -106,18 +105,70 @@ def window_reverse(
     cache: dict | None = None,
 ) -> torch.Tensor:
     """Inverse of `window_partition`: (B*nH*nW, wh*ww, C) -> (B, H, W, C), cropping the padding, undoing a shift."""
-    C = windows.shape[-1]
-    if any(shift) and cache is not None and not tracing():
-        H, W = size
-        key = ("shift", H, W, *window, *shift, windows.device)
-        forward, inverse = cached(cache, key, lambda: _shift_index((H, W), window, shift, windows.device))
-        x = windows.view(-1, forward.numel(), C)  # (B, nW*N, C)
-        return x.index_select(1, inverse).view(-1, H, W, C)  # (B, H, W, C)
+    if tracing() or (any(shift) and cache is not None):
+        key = ("block", *size, *window, *shift, windows.device)
+        _, inverse = cached(cache, key, lambda: partition_index(size, window, shift, False, windows.device))
+        return _scatter_windows(windows, inverse, size, window)
     wh, ww = window
     Hp, Wp = padded
+    C = windows.shape[-1]
     x = windows.view(-1, Hp // wh, Wp // ww, wh, ww, C)  # (B, nH, nW, wh, ww, C)
     x = _crop(x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C), size)  # (B, Hp, Wp, C) -> (B, H, W, C)
     return torch.roll(x, shift, (1, 2)) if any(shift) else x
+
+
+def _gather_windows(x: torch.Tensor, forward: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B*nW, n, C) windows by the flat gather index `forward` (H*W: a zero token)."""
+    B, H, W, C = x.shape
+    flat = torch.cat([x.reshape(B, H * W, C), x.new_zeros(B, 1, C)], 1)  # (B, HW+1, C)
+    return flat.index_select(1, forward).reshape(-1, n, C)  # (B*nW, N, C)
+
+
+def _scatter_windows(windows: torch.Tensor, inverse: torch.Tensor, size: Size2, part: Size2) -> torch.Tensor:
+    """(B*nW, N, C) windows -> (B, H, W, C) by the window slot `inverse` of every position."""
+    (nh, nw), C = window_counts(size, part), windows.shape[-1]
+    x = windows.reshape(-1, nh * nw * part[0] * part[1], C)  # (B, nW*N, C)
+    return x.index_select(1, inverse).view(-1, size[0], size[1], C)  # (B, H, W, C)
+
+
+def partition_index(
+    size: Size2, part: Size2, shift: Size2, grid: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices of roll(-shift) + pad + partition (block or grid) of a (H, W) map, and of its inverse.
+
+    forward: (nW*N,) flat source position of every window slot (H*W for padding);
+    inverse: (H*W,) window slot of every source position. Tensor ops on the sizes only: traceable
+    with symbolic sizes (no pad, crop or data-dependent indexing).
+    """
+    H, W = size
+    (nh, nw), (ph, pw) = window_counts(size, part), part
+    rows = torch.arange(nh * ph, device=device)  # (Hp,) rows of the rolled, padded map
+    cols = torch.arange(nw * pw, device=device)  # (Wp,)
+    src = ((rows[:, None] + shift[0]) % H) * W + (cols[None, :] + shift[1]) % W  # (Hp, Wp)
+    src = torch.where((rows[:, None] < H) & (cols[None, :] < W), src, H * W)
+    forward = _partition_map(src, (nh, nw), part, grid).flatten()  # (nW*N,)
+    r = (torch.arange(H, device=device) - shift[0]) % H  # each source row's row in the rolled map
+    c = (torch.arange(W, device=device) - shift[1]) % W
+    if grid:  # window (r % nh, c % nw), slot (r // nh, c // nw)
+        win = (r % nh)[:, None] * nw + (c % nw)[None, :]
+        slot = (r // nh)[:, None] * pw + (c // nw)[None, :]
+    else:  # window (r // ph, c // pw), slot (r % ph, c % pw)
+        win = (r // ph)[:, None] * nw + (c // pw)[None, :]
+        slot = (r % ph)[:, None] * pw + (c % pw)[None, :]
+    return forward, (win * (ph * pw) + slot).flatten()  # (nW*N,), (H*W,)
+
+
+def window_counts(size: Size2, part: Size2) -> Size2:
+    """Windows (block) or cells per window (grid) along each axis: ceil(size / part)."""
+    return (size[0] + part[0] - 1) // part[0], (size[1] + part[1] - 1) // part[1]
+
+
+def _partition_map(m: torch.Tensor, counts: Size2, part: Size2, grid: bool) -> torch.Tensor:
+    """(counts * part) 2-D map -> (nW, N) in the window order of `window_partition` / `grid_partition`."""
+    (nh, nw), (ph, pw) = counts, part
+    if grid:  # rows are (gh, sh) = (ph, nh): 'gh sh gw sw -> (sh sw) (gh gw)'
+        return m.view(ph, nh, pw, nw).permute(1, 3, 0, 2).reshape(nh * nw, ph * pw)
+    return m.view(nh, ph, nw, pw).permute(0, 2, 1, 3).reshape(nh * nw, ph * pw)  # (nH*nW, wh*ww)
 
 
 def _region_labels(size: int, padded: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -150,24 +201,25 @@ def shifted_window_mask(
 
 
 def _shifted_window_mask(size: Size2, window: Size2, shift: Size2, device: torch.device) -> torch.Tensor:
-    padded = padded_size(size, window)
-    rows = _region_labels(size[0], padded[0], shift[0], device)
-    cols = _region_labels(size[1], padded[1], shift[1], device)
-    labels = (rows[:, None] * 3 + cols[None, :]).float()  # (Hp, Wp)
-    windows, _ = window_partition(labels[None, :, :, None], window)  # (nW, N, 1)
-    windows = windows.squeeze(-1)  # (nW, N)
+    counts = window_counts(size, window)
+    rows = _region_labels(size[0], counts[0] * window[0], shift[0], device)
+    cols = _region_labels(size[1], counts[1] * window[1], shift[1], device)
+    windows = _partition_map(rows[:, None] * 3 + cols[None, :], counts, window, False)  # (nW, N)
     cross = windows[:, :, None] != windows[:, None, :]  # (nW, N, N)
     return torch.where(cross, -100.0, 0.0)  # (nW, N, N)
 
 
-def grid_partition(x: torch.Tensor, grid: Size2) -> tuple[torch.Tensor, Size2]:
+def grid_partition(x: torch.Tensor, grid: Size2, cache: dict | None = None) -> tuple[torch.Tensor, Size2]:
     """Splits a (B, H, W, C) map into dilated grid windows (MaxViT), padding first.
 
     Window (i, j) holds the tokens at rows i, i + sh, i + 2*sh, ... and columns j, j + sw, ...,
     where (sh, sw) = (Hp / gh, Wp / gw): 'b (gh sh) (gw sw) c -> (b sh sw) (gh gw) c'.
-    Returns the windows, (B * sh * sw, gh * gw, C), and the padded size (Hp, Wp).
+    Returns the windows, (B * sh * sw, gh * gw, C), and the padded size (Hp, Wp). Traced: one gather.
     """
     B, H, W, C = x.shape
+    if tracing():
+        forward, _ = partition_index((H, W), grid, (0, 0), True, x.device)
+        return _gather_windows(x, forward, grid[0] * grid[1]), padded_size((H, W), grid)
     x = pad_to_multiple(x, grid)
     Hp, Wp = padded_size((H, W), grid)
     gh, gw = grid
@@ -178,6 +230,9 @@ def grid_partition(x: torch.Tensor, grid: Size2) -> tuple[torch.Tensor, Size2]:
 
 def grid_reverse(windows: torch.Tensor, grid: Size2, padded: Size2, size: Size2) -> torch.Tensor:
     """Inverse of `grid_partition`: (B*sh*sw, gh*gw, C) -> (B, H, W, C), cropping the padding."""
+    if tracing():
+        _, inverse = partition_index(size, grid, (0, 0), True, windows.device)
+        return _scatter_windows(windows, inverse, size, grid)
     gh, gw = grid
     Hp, Wp = padded
     C = windows.shape[-1]
@@ -186,8 +241,8 @@ def grid_reverse(windows: torch.Tensor, grid: Size2, padded: Size2, size: Size2)
 
 
 def _crop(x: torch.Tensor, size: Size2) -> torch.Tensor:
-    """The top-left `size` of a padded (B, Hp, Wp, C) map (in eager, the map itself when nothing was padded)."""
-    if not tracing() and concrete(*size) and tuple(x.shape[1:3]) == tuple(size):
+    """The top-left `size` of a padded (B, Hp, Wp, C) map (the map itself when nothing was padded)."""
+    if tuple(x.shape[1:3]) == tuple(size):
         return x
     return x[:, : size[0], : size[1]].contiguous()
 
@@ -208,31 +263,9 @@ def padding_mask(
 
 
 def _padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) -> torch.Tensor:
-    padded = padded_size(size, part)
-    rows = torch.arange(padded[0], device=device) < size[0]  # (Hp,)
-    cols = torch.arange(padded[1], device=device) < size[1]  # (Wp,)
-    valid = (rows[:, None] & cols[None, :]).float()[None, :, :, None]  # (1, Hp, Wp, 1)
-    windows, _ = (grid_partition if grid else window_partition)(valid, part)  # (nW, N, 1)
-    mask = torch.where(windows.transpose(1, 2) == 0, float("-inf"), 0.0)  # (nW, 1, N): -inf for padded keys
+    counts = window_counts(size, part)
+    rows = torch.arange(counts[0] * part[0], device=device) < size[0]  # (Hp,)
+    cols = torch.arange(counts[1] * part[1], device=device) < size[1]  # (Wp,)
+    valid = _partition_map(rows[:, None] & cols[None, :], counts, part, grid)  # (nW, N)
+    mask = torch.where(valid, 0.0, float("-inf"))[:, None, :]  # (nW, 1, N): -inf for padded keys
     return mask.expand(-1, part[0] * part[1], -1)  # (nW, N, N)
-
-
-def _shift_index(
-    size: Size2, window: Size2, shift: Size2, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather indices of roll(-shift) + pad + partition of a (H, W) map, and of its inverse (eager only).
-
-    forward: (nW*N,) flat source position of every window slot (H*W for padding);
-    inverse: (H*W,) window slot of every source position.
-    """
-    H, W = size
-    Hp, Wp = padded_size(size, window)
-    rows, cols = torch.arange(Hp), torch.arange(Wp)
-    src = ((rows[:, None] + shift[0]) % H) * W + (cols[None, :] + shift[1]) % W  # (Hp, Wp)
-    src[H:] = H * W
-    src[:, W:] = H * W
-    forward = window_partition(src[None, :, :, None], window)[0].flatten()  # (nW*N,)
-    real = forward < H * W
-    inverse = torch.empty(H * W, dtype=torch.long)
-    inverse[forward[real]] = torch.arange(forward.numel())[real]
-    return forward.to(device), inverse.to(device)

@@ -36,6 +36,7 @@ from ..layers import (
     math_attention_enabled,
     padding_mask,
     per_stage,
+    tracing,
     window_partition,
     window_reverse,
 )
@@ -173,7 +174,7 @@ class MBConv(nn.Module):
         w1 = self.conv1_1x1.weight  # (mid, in, 1, 1)
         w1, b1 = w1 * s0.view(1, -1, 1, 1) * s1.view(-1, 1, 1, 1), s1 * (w1.flatten(1) @ t0) + t1
         w2 = self.conv2_kxk.weight * s2.view(-1, 1, 1, 1)  # (mid, 1, 3, 3)
-        if not isinstance(self.conv2_kxk, Conv2dSame):
+        if tracing() or not isinstance(self.conv2_kxk, Conv2dSame):  # traced: pad the hidden map, no size slicing
             return _conv(self.conv2_kxk, self.act1(F.conv2d(x, w1, b1)), w2, t2)
         left, right, top, bottom = self.conv2_kxk.pads(x)
         h = self.act1(F.conv2d(F.pad(x, (left, right, top, bottom)), w1, b1))  # (B, mid, Hp, Wp)

@@ -32,6 +32,7 @@ from ..layers import (
     Size2,
     WindowAttention,
     drop_path_rates,
+    pad_to_multiple,
     per_stage,
     shifted_window_mask,
     window_partition,
@@ -83,11 +84,12 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, dim_out, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))  # odd H/W -> even
-        B, H, W, C = x.shape
-        x = x.view(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, dh, W/2, dw, C)
+        x = pad_to_multiple(x, (2, 2))  # odd H/W -> even
+        B, _, _, C = x.shape
+        H, W = (x.shape[1] + 1) // 2, (x.shape[2] + 1) // 2  # the padded size / 2, kept simple when symbolic
+        x = x.view(B, H, 2, W, 2, C)  # (B, H/2, dh, W/2, dw, C)
         # x0 = (dh 0, dw 0), x1 = (1, 0), x2 = (0, 1), x3 = (1, 1): column offset outer, row offset inner
-        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)  # (B, H/2, W/2, 4C)
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H, W, 4 * C)  # (B, H/2, W/2, 4C)
         return self.reduction(self.norm(x))
 
 
