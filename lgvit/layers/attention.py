@@ -159,8 +159,11 @@ class WindowAttention(nn.Module):
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
             B = q_global.shape[0]
             windows = Bw // max(B, 1)  # an empty batch has no windows either
-            q = q_global.unsqueeze(1).expand(B, windows, -1, -1, -1)  # (B, nW, heads, N, d)
-            q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
+            if tracing():  # a gather: a traced reshape would need a proof that B divides Bw
+                q = q_global.index_select(0, torch.arange(Bw, device=x.device) // windows)  # (Bw, heads, N, d)
+            else:
+                q = q_global.unsqueeze(1).expand(B, windows, -1, -1, -1)  # (B, nW, heads, N, d)
+                q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
         else:
             qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, heads, d)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)

@@ -46,9 +46,7 @@ class RelPosBias(nn.Module):
         else:
             window, device = tuple(window), self.relative_position_index.device
             key = (*window, device)
-            index = cached(
-                self._index_cache, key, lambda: relative_position_index(window, self.window_size).to(device)
-            )
+            index = cached(self._index_cache, key, lambda: relative_position_index(window, self.window_size).to(device))
         n = index.shape[0]
         bias = self.relative_position_bias_table[index.view(-1)].view(n, n, -1)  # (N, N, heads)
         return bias.permute(2, 0, 1)  # (heads, N, N)

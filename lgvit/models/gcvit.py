@@ -118,6 +118,32 @@ def _pool_depth(size: Size2, window: Size2) -> int:
     return depth
 
 
+def _cubic(t: torch.Tensor, a: float = -0.75) -> tuple[torch.Tensor, ...]:
+    """PyTorch's bicubic weights of the 4 taps at offsets -1, 0, 1, 2 from floor(src), for fraction `t`."""
+
+    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _bicubic_rows(x: torch.Tensor, out: int) -> torch.Tensor:
+    """`F.interpolate(mode='bicubic', align_corners=False)` along dim -2 as a (out, in) matmul: traceable
+    with a symbolic input size (taps clamped to the edge, as PyTorch does)."""
+    size = x.shape[-2]
+    src = (torch.arange(out, device=x.device, dtype=x.dtype) + 0.5) * (size / out) - 0.5  # (out,)
+    base = src.floor()
+    cols = torch.arange(size, device=x.device)  # (in,)
+    weights = x.new_zeros(out, size)  # (out, in)
+    for k, w in zip(range(-1, 3), _cubic(src - base), strict=True):
+        tap = (base.long() + k).clamp(0, size - 1)  # (out,)
+        weights = weights + (tap[:, None] == cols[None, :]).to(x.dtype) * w[:, None]
+    return weights @ x  # (..., out, W)
+
+
 class GlobalQueryGen(nn.Module):
     """Turns a stage's (B, C, H, W) map into one window of query tokens per image.
 
@@ -139,7 +165,9 @@ class GlobalQueryGen(nn.Module):
                 x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
         for _ in range(pools):
             x = F.max_pool2d(x, 3, 2, 1)
-        if tracing() or tuple(x.shape[-2:]) != tuple(window):  # traced: always (the identity at the window)
+        if tracing():  # always resize (the identity at the window), as matmuls the tracer needs no proofs for
+            x = _bicubic_rows(_bicubic_rows(x, window[0]).transpose(-2, -1), window[1]).transpose(-2, -1)
+        elif tuple(x.shape[-2:]) != tuple(window):
             x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
         B, C = x.shape[:2]
         # (B, C, h, w) -> (B, h*w, heads, head_dim)
