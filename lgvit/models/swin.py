@@ -19,7 +19,6 @@ and timm's `swin_*`.
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (
