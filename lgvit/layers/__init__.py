@@ -17,11 +17,14 @@ from .pos_bias import RelPosBias, relative_position_index, resize_rel_pos_table
 from .tokens import map_to_tokens, merge_heads, resize_pos_embed, split_heads, tokens_to_map
 from .window import (
     Size2,
+    cached,
+    concrete,
     grid_partition,
     grid_reverse,
     pad_to_multiple,
     padding_mask,
     shifted_window_mask,
+    tracing,
     window_partition,
     window_reverse,
 )
@@ -50,6 +53,8 @@ __all__ = [
     "avg_pool_same",
     "drop_path_rates",
     "feature_indices",
+    "cached",
+    "concrete",
     "grid_partition",
     "grid_reverse",
     "map_to_tokens",
@@ -66,6 +71,7 @@ __all__ = [
     "shifted_window_mask",
     "split_heads",
     "tokens_to_map",
+    "tracing",
     "window_partition",
     "window_reverse",
 ]

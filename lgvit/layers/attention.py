@@ -20,7 +20,7 @@ from torch import nn
 
 from .pos_bias import RelPosBias
 from .tokens import merge_heads, split_heads
-from .window import Size2
+from .window import Size2, tracing
 
 _MATH = False
 
@@ -112,11 +112,12 @@ class WindowAttention(nn.Module):
         (1, heads, N, N) without a mask; (1, nW*heads, N, N) with an (nW, N, N) mask, the windows folded
         into the head axis. While the table takes no gradient (eval, no_grad, a frozen table) the tensor
         is cached for the last (window, mask, dtype) and rebuilt when the table changes (device, storage
-        or in-place version), so repeated forwards gather nothing. The cache is not in the state dict.
+        or in-place version), so repeated forwards gather nothing. The cache is not in the state dict. While
+        tracing (torch.compile, torch.export, ONNX, FX) it is rebuilt every call: the graph holds the gather.
         """
         table = self.rel_pos.relative_position_bias_table
-        if (table.requires_grad and torch.is_grad_enabled()) or (_MATH and self.onehot_lookup):
-            return self._build_bias(window, mask, dtype)  # training or the reference graph: rebuild every call
+        if tracing() or (table.requires_grad and torch.is_grad_enabled()) or (_MATH and self.onehot_lookup):
+            return self._build_bias(window, mask, dtype)  # training, tracing or the reference graph: every call
         key = (window, dtype, table.device, table.data_ptr(), table._version, torch.is_inference_mode_enabled())
         cached = self.__dict__.get("_bias_cache")
         if cached is not None and cached[0] == key and cached[1] is mask:
@@ -158,8 +159,11 @@ class WindowAttention(nn.Module):
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
             B = q_global.shape[0]
             windows = Bw // max(B, 1)  # an empty batch has no windows either
-            q = q_global.unsqueeze(1).expand(B, windows, -1, -1, -1)  # (B, nW, heads, N, d)
-            q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
+            if tracing():  # a gather: a traced reshape would need a proof that B divides Bw
+                q = q_global.index_select(0, torch.arange(Bw, device=x.device) // windows)  # (Bw, heads, N, d)
+            else:
+                q = q_global.unsqueeze(1).expand(B, windows, -1, -1, -1)  # (B, nW, heads, N, d)
+                q = q.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d), per image
         else:
             qkv = self.qkv(x).view(Bw, N, 3, self.num_heads, self.head_dim)  # (Bw, N, 3, heads, d)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)

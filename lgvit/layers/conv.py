@@ -1,10 +1,10 @@
 """Convolutional blocks shared by the families."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .window import tracing
 
 
 class SqueezeExcite(nn.Module):
@@ -51,8 +51,13 @@ class FusedMBConv(nn.Module):
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) of one axis of length `size`: output = ceil(size / stride)."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    """TensorFlow 'SAME' padding (before, after) of one axis of length `size`: output = ceil(size / stride).
+
+    Integer arithmetic only (ceil(size / stride) = (size + stride - 1) // stride), so a symbolic size
+    gives symbolic pads, not a size baked into a traced graph."""
+    total = ((size + stride - 1) // stride - 1) * stride + kernel - size
+    if kernel < stride:  # the only case where the total can be negative
+        total = max(total, 0)
     return total // 2, total - total // 2
 
 
@@ -79,5 +84,13 @@ class Conv2dSame(nn.Conv2d):
 
 
 def avg_pool_same(x: torch.Tensor) -> torch.Tensor:
-    """TensorFlow 'SAME' 2x2 stride-2 average pool: a window cut by an odd edge averages its valid pixels."""
-    return F.avg_pool2d(x, 2, 2, ceil_mode=True)
+    """TensorFlow 'SAME' 2x2 stride-2 average pool: a window cut by an odd edge averages its valid pixels.
+
+    Traced, the same as zero-padding to even sides and dividing by the valid fraction: ceil_mode's
+    output size needs a proof about symbolic sizes that the tracer cannot make."""
+    if not tracing():
+        return F.avg_pool2d(x, 2, 2, ceil_mode=True)
+    H, W = x.shape[-2:]
+    pads = (0, (W + 1) // 2 * 2 - W, 0, (H + 1) // 2 * 2 - H)
+    valid = F.pad(x.new_ones(1, 1, H, W), pads)  # (1, 1, Hp, Wp)
+    return F.avg_pool2d(F.pad(x, pads), 2, 2) / F.avg_pool2d(valid, 2, 2)

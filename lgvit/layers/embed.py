@@ -1,8 +1,9 @@
 """Patch embedding: the non-overlapping strided conv that turns an image into a map of patch tokens."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .window import pad_to_multiple
 
 
 class PatchEmbed(nn.Module):
@@ -28,9 +29,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, dim, ceil(H/p), ceil(W/p)) map."""
-        pad_h, pad_w = -x.shape[2] % self.patch, -x.shape[3] % self.patch
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x.permute(0, 2, 3, 1), (self.patch, self.patch)).permute(0, 3, 1, 2)  # no copy if none
         x = self.proj(x)  # (B, D, H/p, W/p)
         if self.norm is None:
             return x

@@ -4,10 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .window import Size2, constant_cache
+from .window import Size2, cached
 
 
-@constant_cache
 def relative_position_index(window: Size2, table_window: Size2 | None = None) -> torch.Tensor:
     """Index (N, N), N = wh*ww, into a table built for `table_window` (default: `window`).
 
@@ -36,6 +35,7 @@ class RelPosBias(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         index = relative_position_index(self.window_size).to(self.relative_position_bias_table.device)
         self.register_buffer("relative_position_index", index, persistent=False)
+        self._index_cache: dict = {}  # indices of smaller windows, per (window, device); not state
 
     def forward(self, window: Size2 | None = None, onehot: bool = False) -> torch.Tensor:
         """(heads, N, N) bias for `window` (default: the table's); `onehot` computes it as `onehot_lookup`."""
@@ -44,7 +44,9 @@ class RelPosBias(nn.Module):
         if window is None or tuple(window) == self.window_size:
             index = self.relative_position_index
         else:
-            index = relative_position_index(tuple(window), self.window_size).to(self.relative_position_index.device)
+            window, device = tuple(window), self.relative_position_index.device
+            key = (*window, device)
+            index = cached(self._index_cache, key, lambda: relative_position_index(window, self.window_size).to(device))
         n = index.shape[0]
         bias = self.relative_position_bias_table[index.view(-1)].view(n, n, -1)  # (N, N, heads)
         return bias.permute(2, 0, 1)  # (heads, N, N)

@@ -33,6 +33,7 @@ from ..layers import (
     WindowAttention,
     drop_path_rates,
     per_stage,
+    tracing,
     window_partition,
     window_reverse,
 )
@@ -107,11 +108,40 @@ class Stem(nn.Module):
 
 
 def _pool_depth(size: Size2, window: Size2) -> int:
-    """How many stride-2 max-pools keep the map at least as large as the window."""
+    """How many stride-2 max-pools keep the map at least as large as the window.
+
+    Integer arithmetic only (ceil(h / 2) = (h + 1) // 2), so symbolic sizes give plain size guards: one
+    traced graph holds for the range of sizes with this depth (docs/gcvit.md, "Export")."""
     h, w, depth = size[0], size[1], 0
-    while (h > window[0] or w > window[1]) and math.ceil(h / 2) >= window[0] and math.ceil(w / 2) >= window[1]:
-        h, w, depth = math.ceil(h / 2), math.ceil(w / 2), depth + 1
+    while (h > window[0] or w > window[1]) and (h + 1) // 2 >= window[0] and (w + 1) // 2 >= window[1]:
+        h, w, depth = (h + 1) // 2, (w + 1) // 2, depth + 1
     return depth
+
+
+def _cubic(t: torch.Tensor, a: float = -0.75) -> tuple[torch.Tensor, ...]:
+    """PyTorch's bicubic weights of the 4 taps at offsets -1, 0, 1, 2 from floor(src), for fraction `t`."""
+
+    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _bicubic_rows(x: torch.Tensor, out: int) -> torch.Tensor:
+    """`F.interpolate(mode='bicubic', align_corners=False)` along dim -2 as a (out, in) matmul: traceable
+    with a symbolic input size (taps clamped to the edge, as PyTorch does)."""
+    size = x.shape[-2]
+    src = (torch.arange(out, device=x.device, dtype=x.dtype) + 0.5) * (size / out) - 0.5  # (out,)
+    base = src.floor()
+    cols = torch.arange(size, device=x.device)  # (in,)
+    weights = x.new_zeros(out, size)  # (out, in)
+    for k, w in zip(range(-1, 3), _cubic(src - base), strict=True):
+        tap = (base.long() + k).clamp(0, size - 1)  # (out,)
+        weights = weights + (tap[:, None] == cols[None, :]).to(x.dtype) * w[:, None]
+    return weights @ x  # (..., out, W)
 
 
 class GlobalQueryGen(nn.Module):
@@ -135,7 +165,9 @@ class GlobalQueryGen(nn.Module):
                 x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
         for _ in range(pools):
             x = F.max_pool2d(x, 3, 2, 1)
-        if tuple(x.shape[-2:]) != tuple(window):
+        if tracing():  # always resize (the identity at the window), as matmuls the tracer needs no proofs for
+            x = _bicubic_rows(_bicubic_rows(x, window[0]).transpose(-2, -1), window[1]).transpose(-2, -1)
+        elif tuple(x.shape[-2:]) != tuple(window):
             x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
         B, C = x.shape[:2]
         # (B, C, h, w) -> (B, h*w, heads, head_dim)
@@ -201,7 +233,7 @@ class GCViTStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        window = (min(self.window, x.shape[2]), min(self.window, x.shape[3]))
+        window = tuple(self.window if s >= self.window else s for s in x.shape[2:])  # a guard per axis when traced
         q_global = self.global_block(x, window)  # (B, heads, N, d)
         x = self.blocks(x.permute(0, 2, 3, 1), q_global, window)  # (B, H, W, C)
         return self.norm(x).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)

@@ -36,6 +36,7 @@ from ..layers import (
     math_attention_enabled,
     padding_mask,
     per_stage,
+    tracing,
     window_partition,
     window_reverse,
 )
@@ -173,7 +174,7 @@ class MBConv(nn.Module):
         w1 = self.conv1_1x1.weight  # (mid, in, 1, 1)
         w1, b1 = w1 * s0.view(1, -1, 1, 1) * s1.view(-1, 1, 1, 1), s1 * (w1.flatten(1) @ t0) + t1
         w2 = self.conv2_kxk.weight * s2.view(-1, 1, 1, 1)  # (mid, 1, 3, 3)
-        if not isinstance(self.conv2_kxk, Conv2dSame):
+        if tracing() or not isinstance(self.conv2_kxk, Conv2dSame):  # traced: pad the hidden map, no size slicing
             return _conv(self.conv2_kxk, self.act1(F.conv2d(x, w1, b1)), w2, t2)
         left, right, top, bottom = self.conv2_kxk.pads(x)
         h = self.act1(F.conv2d(F.pad(x, (left, right, top, bottom)), w1, b1))  # (B, mid, Hp, Wp)
@@ -201,13 +202,14 @@ class PartitionAttention(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=partial(GELUTanh, inplace=True), drop=cfg.drop_rate)
         self.drop_path2 = DropPath(drop_path)
+        self._cache: dict = {}  # eager: the padding masks per size; not state
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
         size = (x.shape[1], x.shape[2])
-        part = (min(self.window, size[0]), min(self.window, size[1]))
+        part = tuple(self.window if s >= self.window else s for s in size)  # a guard per axis when traced
         split, merge = (grid_partition, grid_reverse) if self.grid else (window_partition, window_reverse)
         windows, padded = split(x, part)  # (B*nW, N, C)
-        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device))
+        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device, self._cache))
         return merge(out, part, padded, size)  # (B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,6 @@ and timm's `swin_*`.
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (
@@ -32,6 +31,7 @@ from ..layers import (
     Size2,
     WindowAttention,
     drop_path_rates,
+    pad_to_multiple,
     per_stage,
     shifted_window_mask,
     window_partition,
@@ -83,18 +83,19 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, dim_out, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))  # odd H/W -> even
-        B, H, W, C = x.shape
-        x = x.view(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, dh, W/2, dw, C)
+        x = pad_to_multiple(x, (2, 2))  # odd H/W -> even
+        B, _, _, C = x.shape
+        H, W = (x.shape[1] + 1) // 2, (x.shape[2] + 1) // 2  # the padded size / 2, kept simple when symbolic
+        x = x.view(B, H, 2, W, 2, C)  # (B, H/2, dh, W/2, dw, C)
         # x0 = (dh 0, dw 0), x1 = (1, 0), x2 = (0, 1), x3 = (1, 1): column offset outer, row offset inner
-        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)  # (B, H/2, W/2, 4C)
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H, W, 4 * C)  # (B, H/2, W/2, 4C)
         return self.reduction(self.norm(x))
 
 
 def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
     """(window, shift) for a map of `size`: an axis no longer than the window is one window and is not shifted."""
-    win = tuple(min(window, s) for s in size)
-    shift = tuple(0 if s <= window else window // 2 for s in size)
+    win = tuple(window if s >= window else s for s in size)  # one comparison per axis: a guard when traced
+    shift = tuple(window // 2 if s > window else 0 for s in size)
     return win, shift
 
 
@@ -117,12 +118,13 @@ class SwinBlock(FeedForwardBlock):
         )
         self.drop_path1 = DropPath(drop_path)
         self.init_feed_forward(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, eps=1e-5)
+        self._cache: dict = {}  # eager: the roll + pad + partition gather indices per size; not state
 
     def _attn(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         size = (x.shape[1], x.shape[2])
-        windows, padded = window_partition(x, window, shift)  # (B*nW, N, C), rolled by -shift
+        windows, padded = window_partition(x, window, shift, self._cache)  # (B*nW, N, C), rolled by -shift
         out = self.attn(windows, window, mask=mask)  # (B*nW, N, C)
-        return window_reverse(out, window, padded, size, shift)  # (B, H, W, C), rolled back
+        return window_reverse(out, window, padded, size, shift, self._cache)  # (B, H, W, C), rolled back
 
     def forward(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H, W, C); `window`/`shift` from `stage_window`; `mask` from `shifted_window_mask`."""
@@ -140,6 +142,7 @@ class SwinStage(nn.Module):
         heads = cfg.num_heads[index]
         self.blocks = Blocks(SwinBlock(dim, heads, self.window, dp, cfg) for dp in drop_paths)
         self.norm = nn.LayerNorm(dim) if last else nn.Identity()
+        self._cache: dict = {}  # eager: the shift masks per size; not state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x.permute(0, 2, 3, 1))  # (B, H, W, C)
@@ -147,7 +150,7 @@ class SwinStage(nn.Module):
         window, shift = stage_window(size, self.window)
         for j, blk in enumerate(self.blocks):
             s = shift if j % 2 else (0, 0)
-            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device))
+            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device, self._cache))
         return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
