@@ -58,7 +58,6 @@ def test_torch_export_runs_at_other_sizes_and_leaves_no_fake_tensor(name: str) -
     assert torch.equal(after, before[(SIZES[1], 1)]) and torch.equal(fresh, after)
 
 
-@pytest.mark.xfail(strict=True, reason="onnxscript cannot translate aten.remainder.Scalar by a symbolic size")
 @pytest.mark.parametrize("name", ["swin_tiny", "maxvit_tiny_224"])
 def test_onnx_dynamo_export_equals_eager_at_other_sizes(name: str, tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")

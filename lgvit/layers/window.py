@@ -148,18 +148,23 @@ def partition_index(
     (nh, nw), (ph, pw) = window_counts(size, part), part
     rows = torch.arange(nh * ph, device=device)  # (Hp,) rows of the rolled, padded map
     cols = torch.arange(nw * pw, device=device)  # (Wp,)
-    src = ((rows[:, None] + shift[0]) % H) * W + (cols[None, :] + shift[1]) % W  # (Hp, Wp)
+    src = _mod(rows[:, None] + shift[0], H) * W + _mod(cols[None, :] + shift[1], W)  # (Hp, Wp)
     src = torch.where((rows[:, None] < H) & (cols[None, :] < W), src, H * W)
     forward = _partition_map(src, (nh, nw), part, grid).flatten()  # (nW*N,)
-    r = (torch.arange(H, device=device) - shift[0]) % H  # each source row's row in the rolled map
-    c = (torch.arange(W, device=device) - shift[1]) % W
+    r = _mod(torch.arange(H, device=device) - shift[0], H)  # each source row's row in the rolled map
+    c = _mod(torch.arange(W, device=device) - shift[1], W)
     if grid:  # window (r % nh, c % nw), slot (r // nh, c // nw)
-        win = (r % nh)[:, None] * nw + (c % nw)[None, :]
+        win = _mod(r, nh)[:, None] * nw + _mod(c, nw)[None, :]
         slot = (r // nh)[:, None] * pw + (c // nw)[None, :]
     else:  # window (r // ph, c // pw), slot (r % ph, c % pw)
         win = (r // ph)[:, None] * nw + (c // pw)[None, :]
-        slot = (r % ph)[:, None] * pw + (c % pw)[None, :]
+        slot = _mod(r, ph)[:, None] * pw + _mod(c, pw)[None, :]
     return forward, (win * (ph * pw) + slot).flatten()  # (nW*N,), (H*W,)
+
+
+def _mod(a: torch.Tensor, n: int) -> torch.Tensor:
+    """`a % n` (Python's sign rule) as a - floor(a / n) * n: the ONNX exporter has no remainder by a symbolic size."""
+    return a - torch.div(a, n, rounding_mode="floor") * n
 
 
 def window_counts(size: Size2, part: Size2) -> Size2:
