@@ -14,7 +14,6 @@ the patch position embedding is resized bicubically, the class-token position ke
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (
@@ -116,11 +115,11 @@ class PixelEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor, pixel_pos: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)  # (B, c, H/4, W/4)
-        B, c = x.shape[:2]
-        hw = (x.shape[2] // self.side, x.shape[3] // self.side)
-        x = F.unfold(x, self.side, stride=self.side)  # (B, c*s*s, N)
-        x = x.transpose(1, 2).reshape(B * hw[0] * hw[1], c, self.side, self.side) + pixel_pos  # (B*N, c, s, s)
-        return x.reshape(B * hw[0] * hw[1], c, self.side**2).transpose(1, 2), hw  # (B*N, s*s, c)
+        B, c, s = x.shape[0], x.shape[1], self.side
+        hw = (x.shape[2] // s, x.shape[3] // s)
+        x = x.reshape(B, c, hw[0], s, hw[1], s).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, c, s, s): one patch each
+        x = x.reshape(B * hw[0] * hw[1], c, s, s) + pixel_pos  # (B*N, c, s, s)
+        return x.reshape(B * hw[0] * hw[1], c, s * s).transpose(1, 2), hw  # (B*N, s*s, c)
 
 
 class TNT(BlockStack):
