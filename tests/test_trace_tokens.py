@@ -13,7 +13,8 @@ from conftest import randomize_
 from torch.export import Dim
 
 import lgvit
-from lgvit.layers import Locality
+from lgvit.layers import ClassifierHead, Locality
+from lgvit.models.base import HierarchicalBackbone, check_min_size
 
 NATIVE = 64  # the small configs' img_size: the position embeddings' grid is NATIVE / patch
 _SHRINK = {
@@ -173,3 +174,36 @@ def test_fx_feature_extractor_returns_each_level(name: str) -> None:
         if out.ndim == 3:  # tokens: the class token (if any) first
             out = out[:, out.shape[1] - ref.shape[2] * ref.shape[3] :].transpose(1, 2).reshape(ref.shape)
         assert out.shape == ref.shape and (out - ref).abs().max() <= TOL, node
+
+
+class _Backbone(HierarchicalBackbone):
+    """The smallest hierarchical model: two stride-2 convs, `min_size` 8, to test the base class's checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_chans, self.min_size = 3, 8
+        self.stem = torch.nn.Conv2d(3, 4, 3, 2, 1)
+        self.stages = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, 2, 1))
+        self.head = ClassifierHead(4, 5, 0.0)
+        self.feature_info = [dict(num_chs=4, reduction=4, module="stages.0")]
+
+
+def test_min_size_check_traces_in_export_and_fx() -> None:
+    """torch.export with H, W ranges from `min_size` up exports; a range below it fails with the fix
+    (Dim min=8); FX records the check as one call that still raises the ValueError."""
+    model, x = _Backbone().eval(), torch.randn(2, 3, 21, 13)
+
+    def dims(low: int) -> dict:
+        return {"x": {0: Dim("batch", min=1, max=8), 2: Dim("h", min=low, max=256), 3: Dim("w", min=low, max=256)}}
+
+    exported = torch.export.export(model, (x,), dynamic_shapes=dims(8)).module()
+    with torch.no_grad():
+        for size in ((1, 3, 8, 11), (3, 3, 40, 9)):
+            y = torch.randn(size)
+            assert (exported(y) - model(y)).abs().max() <= TOL
+    with pytest.raises(torch._dynamo.exc.UserError, match=r"Dim\('h', min=8"):
+        torch.export.export(model, (x,), dynamic_shapes=dims(1))
+    traced = torch.fx.symbolic_trace(model)
+    assert any(n.target is check_min_size for n in traced.graph.nodes)
+    with pytest.raises(ValueError, match="smaller than this model's minimum 8x8"):
+        traced(torch.randn(1, 3, 7, 30))
