@@ -122,15 +122,26 @@ class FeedForwardBlock(nn.Module):
             self.drop_path2 = DropPath(drop_path)
 
     def feed_forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, num_prefix: int = 0) -> torch.Tensor:
-        """A (B, H, W, C) map, or (B, num_prefix + H*W, C) tokens on the grid `hw`, after the residual feed-forward."""
+        """A (B, H, W, C) map (no `hw`), or (B, num_prefix + H*W, C) tokens on the grid `hw`, after the residual
+        feed-forward."""
         if self.locality is None:
             return x + self.drop_path2(self.mlp(self.norm2(x)))
-        if x.ndim == 4:  # (B, H, W, C)
+        if hw is None:  # (B, H, W, C)
             return self.locality(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # through (B, C, H, W)
-        B, n, C = x.shape
-        if n != num_prefix + hw[0] * hw[1]:
-            raise ValueError(f"{n} tokens do not form {num_prefix} prefix tokens and a {hw[0]}x{hw[1]} map")
-        prefix, patches = x.split([num_prefix, n - num_prefix], dim=1)  # (B, P, C), (B, H*W, C)
+        check_token_grid(x, hw, num_prefix)
+        B, _, C = x.shape
+        prefix, patches = x[:, :num_prefix], x[:, num_prefix:]  # (B, P, C), (B, H*W, C)
         patches = patches.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # (B, C, H, W)
         patches = self.locality(patches).flatten(2).transpose(1, 2)  # (B, H*W, C)
         return torch.cat([prefix, patches], dim=1)  # (B, P + H*W, C)
+
+
+def check_token_grid(x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> None:
+    """Raises a ValueError unless the (B, n, C) tokens are `num_prefix` prefix tokens and an `hw` map.
+    An FX leaf (torch.fx.wrap); under dynamo the sizes are provably equal, so it adds no guard."""
+    n = x.shape[1]
+    if n != num_prefix + hw[0] * hw[1]:
+        raise ValueError(f"{n} tokens do not form {num_prefix} prefix tokens and a {hw[0]}x{hw[1]} map")
+
+
+torch.fx.wrap("check_token_grid")

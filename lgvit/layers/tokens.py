@@ -30,12 +30,24 @@ def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int = 0) -> 
 def resize_pos_embed(
     pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int], num_prefix: int, mode: str = "bicubic"
 ) -> torch.Tensor:
-    """(1, P + h*w, C) position embedding -> (1, P + H*W, C): the grid part interpolated, the P prefix ones kept."""
-    if grid == new_grid:
+    """(1, P + h*w, C) position embedding -> (1, P + H*W, C): the grid part interpolated, the P prefix ones kept.
+
+    Antialiased, as timm's `resample_abs_pos_embed`, so outputs equal timm's at every size. The dynamo ONNX
+    exporter writes it as Resize(antialias=1; cubic: cubic_coeff_a=-0.5, exclude_outside=1) at opset >= 18,
+    which onnxruntime runs; the TorchScript exporter has no antialiased resize. With a traced grid (symbolic
+    sizes: torch.export, torch.compile(dynamic=True), FX) the resize is always in the graph, so one graph
+    serves every size; at the native grid it is the identity.
+    """
+    if not _tracing() and tuple(new_grid) == tuple(grid):  # eager: ints
         return pos
     prefix, patches = pos[:, :num_prefix], pos[:, num_prefix:]
-    C = pos.shape[-1]
-    patches = patches.reshape(1, grid[0], grid[1], C).permute(0, 3, 1, 2)  # (1, C, h, w)
+    patches = patches.reshape(1, grid[0], grid[1], pos.shape[-1]).permute(0, 3, 1, 2)  # (1, C, h, w)
     patches = F.interpolate(patches, size=new_grid, mode=mode, align_corners=False, antialias=True)  # as timm
     patches = patches.flatten(2).transpose(1, 2)  # (1, H*W, C)
     return torch.cat([prefix, patches], dim=1)
+
+
+def _tracing() -> bool:
+    """Whether sizes may be traced values (dynamo, torch.jit.trace, FX), so that a Python branch on them
+    would pin the trace to one size."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()

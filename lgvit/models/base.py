@@ -68,6 +68,58 @@ def check_divisible(cfg: object, field: str, widths: Sequence[int], divisors: Se
             )
 
 
+# The input checks are module-level functions registered with torch.fx.wrap, so that torch.fx.symbolic_trace
+# (and torchvision's create_feature_extractor) records each as one call instead of failing on a Python branch
+# over a traced shape. Dynamo (torch.compile, torch.export) traces through them: the type, dtype, rank and
+# channel checks are static; the size checks become guards on the symbolic H and W, which an export whose
+# `Dim` ranges obey the rule (min >= the minimum size, H and W multiples of the patch) satisfies statically.
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
+    """Raises a TypeError for anything but a floating-point tensor and a ValueError for a batch of the
+    wrong rank or channels, naming the problem and the fix. An empty batch (0 images) is valid."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"expected a (B, C, H, W) image tensor, got {type(x).__name__}: stack the images with torch.stack"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"expected a floating-point image batch, got {x.dtype}: convert it (x.float() / 255, then normalise)"
+        )
+    if x.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"expected {in_chans} input channels, got {x.shape[1]}: convert the images "
+            f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
+        )
+
+
+def check_min_size(x: torch.Tensor, min_size: int) -> None:
+    """Raises a ValueError if the (B, C, H, W) batch's H or W is below `min_size`."""
+    h, w = x.shape[2], x.shape[3]
+    if h < min_size or w < min_size:
+        raise ValueError(
+            f"image of {h}x{w} is smaller than this model's minimum {min_size}x{min_size}: resize or pad the input"
+        )
+
+
+def check_patch_multiple(x: torch.Tensor, patch: int) -> None:
+    """Raises a ValueError unless the (B, C, H, W) batch's H and W are positive multiples of `patch`."""
+    h, w = x.shape[2], x.shape[3]
+    if h % patch != 0 or w % patch != 0 or h == 0 or w == 0:
+        near = f"{max(patch, round(h / patch) * patch)}x{max(patch, round(w / patch) * patch)}"
+        raise ValueError(
+            f"image of {h}x{w}: this model needs sides that are positive multiples of {patch}; "
+            f"resize or pad the input (e.g. to {near})"
+        )
+
+
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("check_min_size")
+torch.fx.wrap("check_patch_multiple")
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """The fields every family's config has (its own fields follow): image channels, classes, regularisation.
@@ -110,24 +162,8 @@ class ClassifierModel(nn.Module):
         return self.head.num_features
 
     def check_channels(self, x: torch.Tensor) -> None:
-        """Raises a TypeError for anything but a floating-point tensor and a ValueError for a batch of the
-        wrong rank or channels, naming the problem and the fix. Static checks only (type, dtype, shape):
-        torch.compile traces through them. An empty batch (0 images) is valid and gives an empty output."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"expected a (B, C, H, W) image tensor, got {type(x).__name__}: stack the images with torch.stack"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"expected a floating-point image batch, got {x.dtype}: convert it (x.float() / 255, then normalise)"
-            )
-        if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected {self.in_chans} input channels, got {x.shape[1]}: convert the images "
-                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
-            )
+        """Raises a TypeError or ValueError for a malformed image batch (see `check_image_batch`)."""
+        check_image_batch(x, self.in_chans)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -202,12 +238,8 @@ class HierarchicalBackbone(ClassifierModel):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raises a ValueError naming the problem and the fix for a malformed image batch."""
-        self.check_channels(x)
-        if min(x.shape[2], x.shape[3]) < self.min_size:
-            raise ValueError(
-                f"image of {x.shape[2]}x{x.shape[3]} is smaller than this model's minimum "
-                f"{self.min_size}x{self.min_size}: resize or pad the input"
-            )
+        check_image_batch(x, self.in_chans)
+        check_min_size(x, self.min_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, num_features, H/32, W/32) map, last stage normalised."""
@@ -246,14 +278,8 @@ class TokenModel(ClassifierModel):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raises a ValueError naming the problem and the fix for a malformed image batch."""
-        self.check_channels(x)
-        p, (h, w) = self.patch_size, x.shape[2:]
-        if h % p or w % p or min(h, w) == 0:
-            near = f"{max(p, round(h / p) * p)}x{max(p, round(w / p) * p)}"
-            raise ValueError(
-                f"image of {h}x{w}: this model needs sides that are positive multiples of {p}; "
-                f"resize or pad the input (e.g. to {near})"
-            )
+        check_image_batch(x, self.in_chans)
+        check_patch_multiple(x, self.patch_size)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: norms, biases, tokens and position embeddings."""

@@ -104,13 +104,20 @@ class PVTStage(nn.Module):
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.blocks = Blocks(Block(cfg, index, dp) for dp in drop_paths)
 
-    def forward(self, x: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(B, C, H, W) map -> (B, [1 +] N, D) tokens and their grid."""
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) map -> the stage's (B, D, H/p, W/p) map; with the class token `cls` (the last
+        stage), its (B, 1 + N, D) tokens instead. A map out makes `stages.{i}` the feature map in FX."""
         x, hw = map_to_tokens(self.patch_embed(x))  # (B, N, D)
         if cls is not None:
             x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, self.num_prefix, "bilinear"))
-        return self.blocks(x, hw, self.num_prefix), hw
+        x = self.blocks(x, hw, self.num_prefix)
+        return x if cls is not None else tokens_to_map(x, hw, 0)  # (B, D, H/p, W/p)
+
+    def token_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """The (H, W) token grid this stage makes from the (B, C, H, W) map `x`."""
+        p = self.patch_embed.patch
+        return x.shape[2] // p, x.shape[3] // p
 
 
 class PVT(TokenModel):
@@ -130,33 +137,31 @@ class PVT(TokenModel):
         self.feature_info = stage_feature_info(cfg.embed_dims, [cfg.patch_size * 2**i for i in range(n)])
         init_token_weights(self)
 
-    def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        last = i == len(self.stages) - 1
-        return self.stages[i](x, self.cls_token if last else None)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, 1 + H/32 * W/32, D) normalised last-stage tokens, the class token first."""
         self.check_input(x)
-        for i in range(len(self.stages) - 1):
-            x, hw = self._stage(i, x)
-            x = tokens_to_map(x, hw, 0)  # (B, C, H, W)
-        return self.norm(self._stage(len(self.stages) - 1, x)[0])
+        for stage in self.stages[:-1]:
+            x = stage(x)  # (B, C, H, W)
+        return self.norm(self.stages[-1](x, self.cls_token))
 
     def _intermediates(
         self, x: torch.Tensor, take: list[int], last: int, norm: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-stage patch-token maps; `norm` applies the final norm to the last stage's."""
+        """Per-stage NCHW maps; `norm` applies the final norm to the last stage's."""
         self.check_input(x)
         n = len(self.stages)
         feats = []
-        for i in range(last + 1):
-            x, hw = self._stage(i, x)
+        for i in range(min(last + 1, n - 1)):
+            x = self.stages[i](x)  # (B, C, H, W)
             if i in take:
-                y = self.norm(x) if norm and i == n - 1 else x
-                feats.append(tokens_to_map(y, hw, int(i == n - 1)))
-            if i < n - 1:
-                x = tokens_to_map(x, hw, 0)  # (B, C, H, W)
-        return (self.norm(x) if last == n - 1 else x), feats
+                feats.append(x)
+        if last < n - 1:
+            return x, feats
+        hw = self.stages[-1].token_grid(x)
+        x = self.stages[-1](x, self.cls_token)  # (B, 1 + N, D)
+        if n - 1 in take:
+            feats.append(tokens_to_map(self.norm(x) if norm else x, hw, 1))
+        return self.norm(x), feats
 
 
 # Variants: PVT-Tiny (no pretrained tag; params/GMACs computed from the official code). LocalViT-PVT is in localvit.py.

@@ -14,7 +14,6 @@ the patch position embedding is resized bicubically, the class-token position ke
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import (
@@ -112,15 +111,17 @@ class PixelEmbed(nn.Module):
     def __init__(self, cfg: TNTConfig) -> None:
         super().__init__()
         self.side = -(-cfg.patch_size // cfg.pixel_stride)  # pixels per patch side (ceil)
+        self.patch = cfg.patch_size
         self.proj = nn.Conv2d(cfg.in_chans, cfg.inner_dim, 7, cfg.pixel_stride, 3)
 
     def forward(self, x: torch.Tensor, pixel_pos: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)  # (B, c, H/4, W/4)
-        B, c = x.shape[:2]
-        hw = (x.shape[2] // self.side, x.shape[3] // self.side)
-        x = F.unfold(x, self.side, stride=self.side)  # (B, c*s*s, N)
-        x = x.transpose(1, 2).reshape(B * hw[0] * hw[1], c, self.side, self.side) + pixel_pos  # (B*N, c, s, s)
-        return x.reshape(B * hw[0] * hw[1], c, self.side**2).transpose(1, 2), hw  # (B*N, s*s, c)
+        """Sides that are multiples of the patch (checked by the model): the conv gives exactly h*s x w*s."""
+        B, s, hw = x.shape[0], self.side, (x.shape[2] // self.patch, x.shape[3] // self.patch)
+        x = self.proj(x)  # (B, c, h*s, w*s)
+        c = x.shape[1]
+        x = x.reshape(B, c, hw[0], s, hw[1], s).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, s, s, c): one patch each
+        pos = pixel_pos.flatten(2).transpose(1, 2)  # (1, s*s, c)
+        return x.reshape(B * hw[0] * hw[1], s * s, c) + pos, hw  # (B*N, s*s, c)
 
 
 class TNT(BlockStack):
