@@ -150,11 +150,6 @@ def test_compiled_model_keeps_the_input_checks() -> None:
         compiled(torch.randn(2, 4, 2 * p, 2 * p))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs FX-traceable TokenAttention (layers/attention.py) and GELU (layers/act.py), the windows "
-    "helper's files: remove this mark when they are merged",
-)
 @pytest.mark.parametrize("name", NAMES)
 def test_fx_feature_extractor_returns_each_level(name: str) -> None:
     """`stages.{i}` of PVT are NCHW maps; `blocks.{i}` of DeiT / TNT are (B, 1 + N, C) tokens, whose grid

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .window import tracing
+
 
 class GELU(nn.GELU):
     """nn.GELU (`approximate` 'none' or 'tanh', TensorFlow's `gelu(approximate=True)`).
@@ -17,7 +19,7 @@ class GELU(nn.GELU):
         self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inplace and not (torch.is_grad_enabled() and x.requires_grad):
+        if self.inplace and not tracing() and not (torch.is_grad_enabled() and x.requires_grad):
             return torch.ops.aten.gelu_(x, approximate=self.approximate)
         return super().forward(x)
 

@@ -235,7 +235,8 @@ class TokenAttention(nn.Module):
         source = x if self.sr is None else self._reduced(x, hw)
         parts: list[torch.Tensor] = []
         for name, n in self.SPLITS[self.split]:
-            parts += getattr(self, name)(x if name.startswith("q") else source).chunk(n, dim=-1)
+            chunks = getattr(self, name)(x if name.startswith("q") else source).chunk(n, dim=-1)
+            parts += [chunks[i] for i in range(n)]  # indexed: FX cannot iterate a traced chunk
         q, k, v = (split_heads(t, self.num_heads) for t in parts)  # each (B, heads, N or M, d)
         out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(merge_heads(out)))

@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from .window import tracing
+
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, N, heads * d) -> (B, heads, N, d)."""
@@ -38,16 +40,10 @@ def resize_pos_embed(
     sizes: torch.export, torch.compile(dynamic=True), FX) the resize is always in the graph, so one graph
     serves every size; at the native grid it is the identity.
     """
-    if not _tracing() and tuple(new_grid) == tuple(grid):  # eager: ints
+    if not tracing() and tuple(new_grid) == tuple(grid):  # eager: ints
         return pos
     prefix, patches = pos[:, :num_prefix], pos[:, num_prefix:]
     patches = patches.reshape(1, grid[0], grid[1], pos.shape[-1]).permute(0, 3, 1, 2)  # (1, C, h, w)
     patches = F.interpolate(patches, size=new_grid, mode=mode, align_corners=False, antialias=True)  # as timm
     patches = patches.flatten(2).transpose(1, 2)  # (1, H*W, C)
     return torch.cat([prefix, patches], dim=1)
-
-
-def _tracing() -> bool:
-    """Whether sizes may be traced values (dynamo, torch.jit.trace, FX), so that a Python branch on them
-    would pin the trace to one size."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
