@@ -38,8 +38,8 @@ SMALL = {
 NOT_YET_DYNAMIC = {"gcvit", "swin", "maxvit", "localvit_swin"}
 # A real refusal costs a full export attempt with both exporters (30 s for gcvit_fmnist, minutes for MaxViT):
 # the refusal itself is tested on a file made to differ (test_a_file_that_differs_from_eager_is_not_kept).
-# The token families' raw exporter paths are tested in tests/test_trace_tokens.py; here the API on two.
-API_CHECKED = {"vit", "tnt"}
+# The token families' raw exporter paths are tested in tests/test_trace_tokens.py; here the API on DeiT.
+API_CHECKED = {"vit"}
 
 
 @functools.cache

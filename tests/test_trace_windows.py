@@ -14,9 +14,9 @@ SMALL = {
     "gcvit_tiny": dict(
         embed_dim=8, depths=(1, 2, 1, 1), num_heads=(1, 1, 2, 2), window_sizes=(2, 2, 2, 2), img_size=64
     ),
-    "swin_tiny": dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2),
+    "swin_tiny": dict(embed_dim=8, depths=(2, 2), num_heads=(1, 2), window_size=2),
     "localvit_swin_tiny": dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2),
-    "maxvit_tiny_224": dict(embed_dims=(8, 8, 16, 16), depths=(1, 1, 1, 1), stem_width=8, head_dim=8, window_size=2),
+    "maxvit_tiny_224": dict(embed_dims=(8, 16), depths=(1, 1), stem_width=8, head_dim=8, window_size=2),
 }
 EXPORTABLE = ["swin_tiny", "maxvit_tiny_224"]  # LocalViT-Swin: a guard on W, not found yet (issue 16)
 # GC ViT is not exported with a dynamic H/W yet: a reshape guard on the last stage's size (see the report)
