@@ -24,7 +24,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check lgvit tests benchmarks
-	$(BIN)/python -m pytest tests
+	# two workers of one thread each: the 2 cores stay busy through the many small single-op tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check lgvit tests benchmarks
