@@ -232,43 +232,30 @@ def _first_line(e: BaseException) -> str:
 
 def _onnx_export(model: nn.Module, x: torch.Tensor, tmp: str, dynamic: Sequence[str], opset: int) -> tuple[str, list]:
     """Writes `model` to `tmp` with the dynamo exporter, else the TorchScript one; (the one used, why not dynamo)."""
-    notes = []
-    try:
-        with _quiet():
-            torch.onnx.export(
-                model,
-                (x,),
-                tmp,
-                dynamo=True,
-                dynamic_shapes=(_dims(model, dynamic),),
-                opset_version=opset,
-                input_names=["images"],
-                output_names=["logits"],
-                external_data=False,
-            )
-        _check_graph_dynamic(tmp, dynamic)
-        return "dynamo", notes
-    except Exception as e:  # any exporter failure: try the fallback, and say why
-        notes.append(f"dynamo exporter: {_first_line(e)}")
     axes = {0: "batch"} if "batch" in dynamic else {}
     axes |= {2: "height", 3: "width"} if "hw" in dynamic else {}
-    try:
-        with _quiet():
-            torch.onnx.export(
-                model,
-                (x,),
-                tmp,
-                dynamo=False,
+    exporters = (  # (name, label, options)
+        ("dynamo", "dynamo", dict(dynamic_shapes=(_dims(model, dynamic),), opset_version=opset, external_data=False)),
+        (
+            "torchscript",
+            "TorchScript",
+            dict(
                 opset_version=min(opset, 20),  # the TorchScript exporter's highest
-                input_names=["images"],
-                output_names=["logits"],
                 dynamic_axes={"images": axes, "logits": {0: "batch"} if "batch" in dynamic else {}},
-            )
-        _check_graph_dynamic(tmp, dynamic)
-        return "torchscript", notes
-    except Exception as e:
-        notes.append(f"TorchScript exporter: {_first_line(e)}")
-        raise RuntimeError(_refusal(model, "onnx", dynamic, "; ".join(notes))) from e
+            ),
+        ),
+    )
+    notes = []
+    for name, label, options in exporters:
+        try:
+            with _quiet():
+                names = dict(input_names=["images"], output_names=["logits"])
+                torch.onnx.export(model, (x,), tmp, dynamo=name == "dynamo", **names, **options)
+            _check_graph_dynamic(tmp, dynamic)
+            return name, notes
+        except Exception as e:  # any exporter failure: try the fallback, and say why
+            notes.append(f"{label} exporter: {_first_line(e)}")
+    raise RuntimeError(_refusal(model, "onnx", dynamic, "; ".join(notes)))
 
 
 _FORMAT_NAMES = {"onnx": "ONNX", "torch-export": "torch.export"}
