@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 Size2 = tuple[int, int]
 T = TypeVar("T")
@@ -27,7 +27,7 @@ _CACHE_LIMIT = 32  # entries per module: a handful of input sizes x devices
 
 def tracing() -> bool:
     """Whether a graph is being captured (dynamo/torch.export, torch.jit.trace, FX): sizes may be symbolic."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_tracing()
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_symbolic_tracing()
 
 
 def concrete(*sizes: object) -> bool:
