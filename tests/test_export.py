@@ -31,15 +31,10 @@ SMALL = {
     "tnt": ("tnt_tiny", dict(embed_dim=16, inner_dim=4, depth=2, num_heads=2, inner_num_heads=1, img_size=32)),
     "localvit_swin": ("localvit_swin_tiny", dict(embed_dim=8, depths=(1, 2, 1, 1), num_heads=(1, 1, 2, 2))),
 }
-# Families whose model code does not yet give one program for every size (issue 16, open). Swin and MaxViT do
-# trace with symbolic sizes (tests/test_trace_windows.py), but a program covers only the sizes where each
-# stage's map is larger than its window (Swin's shift rule, MaxViT's SAME pads), and GC ViT's global-query
-# pooling depth changes with size. For these, to_onnx must refuse with a clear error and leave no file.
-NOT_YET_DYNAMIC = {"gcvit", "swin", "maxvit", "localvit_swin"}
-# A real refusal costs a full export attempt with both exporters (30 s for gcvit_fmnist, minutes for MaxViT):
-# the refusal itself is tested on a file made to differ (test_a_file_that_differs_from_eager_is_not_kept).
-# The token families' raw exporter paths are tested in tests/test_trace_tokens.py; here the API on DeiT.
-API_CHECKED = {"vit"}
+# The API is checked end to end on one window family with every kind of size rule (GC ViT: pooling depths, window
+# shrinking, global query) and one token family (DeiT: multiples of the patch). Each real export costs 10-30 s;
+# every family's raw exporter paths are tested in tests/test_trace_windows.py and tests/test_trace_tokens.py.
+API_CHECKED = {"gcvit", "vit"}
 
 
 @functools.cache
@@ -68,19 +63,48 @@ def test_every_family_has_a_small_config() -> None:
     assert isinstance(lgvit.get_spec(SMALL["localvit_swin"][0]).config.locality, Locality)
 
 
+@functools.cache
+def _onnx_file(family: str, folder: Path) -> tuple[ex.ExportReport, Path]:
+    path = folder / f"{family}.onnx"
+    return ex.to_onnx(_small(family), path), path
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("onnx")
+    return lambda family: _onnx_file(family, folder)
+
+
 @pytest.mark.parametrize("family", sorted(API_CHECKED))
-def test_onnx_dynamic_batch_and_size_equals_eager(family: str, tmp_path: Path) -> None:
-    model, path = _small(family), tmp_path / "m.onnx"
-    report = ex.to_onnx(model, path)
+def test_onnx_dynamic_batch_and_size_equals_eager(family: str, onnx_files) -> None:
+    model = _small(family)
+    report, path = onnx_files(family)
     sizes = {c.size for c in report.checks}
     assert len(sizes) >= 4 and any(h != w for h, w in sizes) and {c.batch for c in report.checks} == {1, 3}
-    low, multiple = ex._side_rule(model)
+    assert all(s in report.sizes for s in sizes) and report.sizes.height[0] >= ex.model_sizes(model).height[0]
+    multiple = report.sizes.multiple
     assert multiple > 1 or any(h % 2 for h, w in sizes)  # window models: odd sides, which need window padding
     assert report.max_diff <= ex.TOLERANCE
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # independently of verify_onnx
-    h, w = (2 * multiple, 3 * multiple) if multiple > 1 else (low + 5, low + 12)
-    x = torch.randn(2, model.in_chans, h, w)
-    assert np.abs(session.run(None, {"images": x.numpy()})[0] - _eager(model, x)).max() <= ex.TOLERANCE
+    (h_low, h_high), (w_low, w_high) = report.sizes.height, report.sizes.width
+    h_high, w_high = h_high or 3 * h_low, w_high or 3 * w_low
+    for h, w in [(h_low, w_high), (h_high, w_low)]:  # the corners of the range: both ends of it hold
+        x = torch.randn(2, model.in_chans, h - h % multiple, w - w % multiple)
+        assert np.abs(session.run(None, {"images": x.numpy()})[0] - _eager(model, x)).max() <= ex.TOLERANCE
+
+
+@pytest.mark.parametrize("family", sorted(API_CHECKED))
+def test_onnx_file_refuses_a_size_it_does_not_serve(family: str, onnx_files) -> None:
+    report, path = onnx_files(family)
+    meta = ex.read_metadata(path)
+    assert meta["height_range"] == list(report.sizes.height) and meta["width_range"] == list(report.sizes.width)
+    (h_low, h_high), multiple = report.sizes.height, report.sizes.multiple
+    outside = [h_low - multiple] + ([h_high + multiple] if h_high else []) + ([h_low + 1] if multiple > 1 else [])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h in outside:  # below, above, and not a multiple of the patch
+        x = np.zeros((1, _small(family).in_chans, h, report.sizes.width[0]), np.float32)
+        with pytest.raises(Exception, match=re.escape(f"lgvit size check: this file takes {report.sizes.describe()}")):
+            session.run(None, {"images": x})
 
 
 def test_onnx_fixed_size_round_trip_carries_the_preprocessing(tmp_path: Path) -> None:
@@ -106,12 +130,14 @@ def test_torch_export_round_trip(family: str, tmp_path: Path) -> None:
     report = ex.to_torch_export(model, path, dynamic=dynamic)
     assert report.max_diff <= ex.TOLERANCE and ex.read_metadata(path)["model_name"] == model.spec.name
     program = torch.export.load(str(path)).module()
-    low, multiple = ex._side_rule(model)
-    sizes = [(2 * multiple, 3 * multiple), (4 * multiple, 2 * multiple)] if multiple > 1 else [(low + 3, low + 9)]
-    for h, w in sizes if "hw" in dynamic else [report.size]:
+    served, m = report.sizes, report.sizes.multiple
+    h_high = served.height[1] or 2 * served.height[0]
+    for h, w in [(served.height[0] + m, h_high), (h_high - h_high % m, served.width[0] + 3 * m)]:
         x = torch.randn(2, model.in_chans, h, w)
         with torch.no_grad():
             assert np.abs(program(x).numpy() - _eager(model, x)).max() <= ex.TOLERANCE
+    with pytest.raises(Exception, match="Guard failed"):  # the program itself refuses a size outside its range
+        program(torch.randn(1, model.in_chans, served.height[0] - m, served.width[0]))
 
 
 def test_a_file_that_differs_from_eager_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,9 +161,9 @@ def test_clear_errors_before_any_export(tmp_path: Path, monkeypatch: pytest.Monk
         ex.to_onnx(model, tmp_path / "m.onnx", opset=16)
     with pytest.raises(ValueError, match="cannot make depth dynamic: choose from batch, hw"):
         ex.to_onnx(model, tmp_path / "m.onnx", dynamic=("depth",))
-    with pytest.raises(ValueError, match="8x40 is not one gcvit_fmnist accepts: it needs sides >= 16"):
+    with pytest.raises(ValueError, match="verification size 8x40 is outside what gcvit_fmnist takes: H >= 16, W >= 16"):
         ex.to_onnx(model, tmp_path / "m.onnx", sizes=[(8, 40)])
-    with pytest.raises(ValueError, match=r"export size \(--size\) 22x22 is not one deit_fmnist .* multiples of 4"):
+    with pytest.raises(ValueError, match=r"export size \(--size\) 22x22 is outside what deit_fmnist .* multiples of 4"):
         ex.to_torch_export(_small("vit"), tmp_path / "m.pt2", size=22)
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError):
@@ -172,8 +198,7 @@ def test_cli_export_of_a_checkpoint_predicts_as_lgvit_predict(tmp_path: Path, ca
     data = build_data(str(tree), 32, 3, train=False)
     ckpt = write_checkpoint(tmp_path / "best.pt", data.settings(), str(tree))
     out = tmp_path / "m.onnx"
-    dynamic = "batch" if "gcvit" in NOT_YET_DYNAMIC else "batch,hw"
-    assert main(["export", "--checkpoint", str(ckpt), "--output", str(out), "--dynamic", dynamic]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out} (onnx, dynamo exporter, opset 18)" in printed and "| 32x32 | 3 |" in printed
     images = sorted(str(p) for p in (tree / "val").rglob("*.*"))

@@ -18,6 +18,7 @@ from .tokens import map_to_tokens, merge_heads, resize_pos_embed, split_heads, t
 from .window import (
     Size2,
     cached,
+    channels_first,
     concrete,
     grid_partition,
     grid_reverse,
@@ -72,6 +73,7 @@ __all__ = [
     "split_heads",
     "tokens_to_map",
     "tracing",
+    "channels_first",
     "window_partition",
     "window_reverse",
 ]

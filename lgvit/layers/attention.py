@@ -173,7 +173,7 @@ class WindowAttention(nn.Module):
         else:
             # windows at the same position share a mask: fold them into the head axis so the
             # (nW, heads, N, N) bias + mask broadcasts over the batch as one 4-D tensor
-            fold = (Bw // mask.shape[0], bias.shape[1], N, self.head_dim)
+            fold = (-1, bias.shape[1], N, self.head_dim)  # (B, nW*heads, N, d): -1, not Bw // nW, for tracers
             out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, drop)  # (B, nW*heads, N, d)
             out = out.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, N, C)

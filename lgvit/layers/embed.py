@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .window import pad_to_multiple
+from .window import pad_to_multiple, tracing
 
 
 class PatchEmbed(nn.Module):
@@ -30,6 +30,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, dim, ceil(H/p), ceil(W/p)) map."""
         x = pad_to_multiple(x.permute(0, 2, 3, 1), (self.patch, self.patch)).permute(0, 3, 1, 2)  # no copy if none
+        if tracing():  # traced, a channels-last conv input makes the tracer guard the batch (its memory format)
+            x = x.contiguous()
         x = self.proj(x)  # (B, D, H/p, W/p)
         if self.norm is None:
             return x

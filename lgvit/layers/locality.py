@@ -14,6 +14,7 @@ from torch import nn
 from .conv import SqueezeExcite
 from .drop import DropPath
 from .mlp import Mlp
+from .window import channels_first
 
 ACTS = ("relu6", "hs", "hs+se", "hs+eca", "hs+ecah")
 ACT_CODES = {1: "relu6", 2: "hs", 3: "hs+se", 4: "hs+eca", 5: "hs+ecah"}  # the official `act=` integers
@@ -127,7 +128,7 @@ class FeedForwardBlock(nn.Module):
         if self.locality is None:
             return x + self.drop_path2(self.mlp(self.norm2(x)))
         if hw is None:  # (B, H, W, C)
-            return self.locality(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # through (B, C, H, W)
+            return self.locality(channels_first(x)).permute(0, 2, 3, 1)  # through (B, C, H, W)
         check_token_grid(x, hw, num_prefix)
         B, _, C = x.shape
         prefix, patches = x[:, :num_prefix], x[:, num_prefix:]  # (B, P, C), (B, H*W, C)

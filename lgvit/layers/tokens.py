@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from .window import tracing
+from .window import channels_first, tracing
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -26,7 +26,7 @@ def map_to_tokens(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
 def tokens_to_map(x: torch.Tensor, hw: tuple[int, int], num_prefix: int = 0) -> torch.Tensor:
     """(B, P + H*W, C) tokens -> (B, C, H, W) map, the P prefix tokens (a class token) dropped."""
     x = x[:, num_prefix:].reshape(x.shape[0], hw[0], hw[1], x.shape[2])  # (B, H, W, C)
-    return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+    return channels_first(x)  # (B, C, H, W)
 
 
 def resize_pos_embed(

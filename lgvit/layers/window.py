@@ -30,6 +30,13 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_symbolic_tracing()
 
 
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, C, H, W): a view in eager; traced, a contiguous copy, because a conv given a
+    channels-last input makes the tracer guard that the batch is above 1 (its memory-format choice)."""
+    x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
+    return x.contiguous() if tracing() else x
+
+
 def concrete(*sizes: object) -> bool:
     """Whether every size is a plain int (not a SymInt, an FX proxy or a traced tensor)."""
     return all(type(s) is int for s in sizes)
@@ -127,12 +134,11 @@ def _gather_windows(x: torch.Tensor, forward: torch.Tensor, n: int) -> torch.Ten
 def _scatter_windows(windows: torch.Tensor, inverse: torch.Tensor, size: Size2, part: Size2) -> torch.Tensor:
     """(B*nW, N, C) windows -> (B, H, W, C) by the window slot `inverse` of every position.
 
-    One gather over the flat windows with per-image offsets: no reshape whose size a tracer must prove."""
+    One gather per image: the batch is never computed as (windows / windows per image), a size a tracer
+    would have to guard."""
     (nh, nw), C = window_counts(size, part), windows.shape[-1]
-    slots = nh * nw * part[0] * part[1]  # window slots per image
-    B = windows.shape[0] // (nh * nw)
-    index = (torch.arange(B, device=windows.device)[:, None] * slots + inverse[None, :]).flatten()  # (B*H*W,)
-    return windows.reshape(-1, C).index_select(0, index).view(B, size[0], size[1], C)  # (B, H, W, C)
+    slots = windows.reshape(-1, nh * nw * part[0] * part[1], C)  # (B, nW*N, C): every window slot of an image
+    return slots.index_select(1, inverse).view(-1, size[0], size[1], C)  # (B, H, W, C)
 
 
 def partition_index(
@@ -150,7 +156,7 @@ def partition_index(
     cols = torch.arange(nw * pw, device=device)  # (Wp,)
     src = _mod(rows[:, None] + shift[0], H) * W + _mod(cols[None, :] + shift[1], W)  # (Hp, Wp)
     src = torch.where((rows[:, None] < H) & (cols[None, :] < W), src, H * W)
-    forward = _partition_map(src, (nh, nw), part, grid).flatten()  # (nW*N,)
+    forward = _partition_map(src, (nh, nw), part, grid)  # (nW*N,)
     r = _mod(torch.arange(H, device=device) - shift[0], H)  # each source row's row in the rolled map
     c = _mod(torch.arange(W, device=device) - shift[1], W)
     if grid:  # window (r % nh, c % nw), slot (r // nh, c // nw)
@@ -173,11 +179,19 @@ def window_counts(size: Size2, part: Size2) -> Size2:
 
 
 def _partition_map(m: torch.Tensor, counts: Size2, part: Size2, grid: bool) -> torch.Tensor:
-    """(counts * part) 2-D map -> (nW, N) in the window order of `window_partition` / `grid_partition`."""
+    """(counts * part) 2-D map -> (nW*N,) flat, in the window order of `window_partition` / `grid_partition`.
+
+    A gather whose index is computed from the sizes (window w, slot s -> row, column), not a view + permute +
+    reshape: that reshape copies or not depending on whether a count is 1, a branch a tracer would guard."""
     (nh, nw), (ph, pw) = counts, part
+    w = torch.arange(nh * nw, device=m.device)[:, None]  # (nW, 1) window
+    s = torch.arange(ph * pw, device=m.device)[None, :]  # (1, N) slot in the window
+    wr, wc, sr, sc = w // nw, _mod(w, nw), s // pw, _mod(s, pw)
     if grid:  # rows are (gh, sh) = (ph, nh): 'gh sh gw sw -> (sh sw) (gh gw)'
-        return m.view(ph, nh, pw, nw).permute(1, 3, 0, 2).reshape(nh * nw, ph * pw)
-    return m.view(nh, ph, nw, pw).permute(0, 2, 1, 3).reshape(nh * nw, ph * pw)  # (nH*nW, wh*ww)
+        rows, cols = sr * nh + wr, sc * nw + wc
+    else:  # 'nh ph nw pw -> (nh nw) (ph pw)'
+        rows, cols = wr * ph + sr, wc * pw + sc
+    return m.flatten()[(rows * (nw * pw) + cols).flatten()]  # (nW*N,); flat: a view of a count of 1 is guarded
 
 
 def _region_labels(size: int, padded: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -213,7 +227,8 @@ def _shifted_window_mask(size: Size2, window: Size2, shift: Size2, device: torch
     counts = window_counts(size, window)
     rows = _region_labels(size[0], counts[0] * window[0], shift[0], device)
     cols = _region_labels(size[1], counts[1] * window[1], shift[1], device)
-    windows = _partition_map(rows[:, None] * 3 + cols[None, :], counts, window, False)  # (nW, N)
+    labels = _partition_map(rows[:, None] * 3 + cols[None, :], counts, window, False)  # (nW*N,)
+    windows = labels.view(-1, window[0] * window[1])  # (nW, N)
     cross = windows[:, :, None] != windows[:, None, :]  # (nW, N, N)
     return torch.where(cross, -100.0, 0.0)  # (nW, N, N)
 
@@ -275,6 +290,6 @@ def _padding_mask(size: Size2, part: Size2, grid: bool, device: torch.device) ->
     counts = window_counts(size, part)
     rows = torch.arange(counts[0] * part[0], device=device) < size[0]  # (Hp,)
     cols = torch.arange(counts[1] * part[1], device=device) < size[1]  # (Wp,)
-    valid = _partition_map(rows[:, None] & cols[None, :], counts, part, grid)  # (nW, N)
+    valid = _partition_map(rows[:, None] & cols[None, :], counts, part, grid).view(-1, part[0] * part[1])  # (nW, N)
     mask = torch.where(valid, 0.0, float("-inf"))[:, None, :]  # (nW, 1, N): -inf for padded keys
     return mask.expand(-1, part[0] * part[1], -1)  # (nW, N, N)

@@ -103,7 +103,7 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a channels-last conv output is already the (B, H, W, C) layout LayerNorm2d normalises: no copy;
         # and it is freed once normalised, before the fused-MBConv allocates (a lower inference peak)
-        x = self.down.norm1(self.conv1(x.contiguous(memory_format=torch.channels_last)))
+        x = self.down.norm1(self.conv1(x if tracing() else x.contiguous(memory_format=torch.channels_last)))
         return self.down.reduce(x)
 
 
@@ -113,7 +113,9 @@ def _pool_depth(size: Size2, window: Size2) -> int:
     Integer arithmetic only (ceil(h / 2) = (h + 1) // 2), so symbolic sizes give plain size guards: one
     traced graph holds for the range of sizes with this depth (docs/gcvit.md, "Export")."""
     h, w, depth = size[0], size[1], 0
-    while (h > window[0] or w > window[1]) and (h + 1) // 2 >= window[0] and (w + 1) // 2 >= window[1]:
+    # the per-axis tests first: traced, each comparison made is a guard, and the last one only matters for a
+    # window of 1 (for larger windows it follows from the first two), so its guard narrows no range
+    while (h + 1) // 2 >= window[0] and (w + 1) // 2 >= window[1] and (h > window[0] or w > window[1]):
         h, w, depth = (h + 1) // 2, (w + 1) // 2, depth + 1
     return depth
 

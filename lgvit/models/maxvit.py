@@ -31,6 +31,7 @@ from ..layers import (
     SqueezeExcite,
     WindowAttention,
     avg_pool_same,
+    channels_first,
     grid_partition,
     grid_reverse,
     math_attention_enabled,
@@ -228,8 +229,7 @@ class MaxViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = self.attn_grid(self.attn_block(x))
-        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+        return channels_first(self.attn_grid(self.attn_block(x)))  # (B, C, H, W)
 
 
 class MaxViTStage(nn.Module):

@@ -30,6 +30,7 @@ from ..layers import (
     PatchEmbed,
     Size2,
     WindowAttention,
+    concrete,
     drop_path_rates,
     pad_to_multiple,
     per_stage,
@@ -95,8 +96,18 @@ class PatchMerging(nn.Module):
 def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
     """(window, shift) for a map of `size`: an axis no longer than the window is one window and is not shifted."""
     win = tuple(window if s >= window else s for s in size)  # one comparison per axis: a guard when traced
-    shift = tuple(window // 2 if s > window else 0 for s in size)
-    return win, shift
+    return win, tuple(_shift(s, window) for s in size)
+
+
+def _shift(side: int, window: int) -> int:
+    """Half the window along an axis longer than the window, else 0.
+
+    With a symbolic side of at least one window (the guard `stage_window` made), the branch-free
+    `window // 2 * min(1, side - window)`: one traced program serves the map that is exactly one window
+    (no shift) and every larger one."""
+    if not concrete(side) and side >= window:
+        return window // 2 * torch.sym_min(1, side - window)
+    return window // 2 if side > window else 0
 
 
 class SwinBlock(FeedForwardBlock):

@@ -200,8 +200,8 @@ def _build_state(run: _Run, model: nn.Module) -> TrainState:
     if d.enabled:
         ids = [d.device.index] if d.device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    if cfg.compile:
-        wrapped = torch.compile(wrapped)
+    if cfg.compile:  # dynamic: the last, smaller batch and the eval size reuse the graph, no recompile
+        wrapped = torch.compile(wrapped, dynamic=True)
     return TrainState(wrapped, model, optimizer, scheduler, scaler, ema)
 
 
