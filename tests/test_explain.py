@@ -1,0 +1,224 @@
+"""lgvit.explain: attention maps in the image's layout for every family (shapes at odd sizes, rows summing
+to 1, hand-built attention recovered exactly), an unchanged forward while recording, rollout, Grad-CAM,
+and `lgvit explain` on 1- and 3-channel models."""
+
+import pytest
+import torch
+from torch import nn
+
+from lgvit import create_model
+from lgvit.explain import attention_maps, attention_rollout, grad_cam
+from lgvit.layers.attention import WindowAttention
+from lgvit.layers.window import padded_size
+
+SIZE = (37, 45)  # odd: every windowed stage pads, Swin shifts stage 0
+TINY_TNT = dict(embed_dim=48, inner_dim=12, depth=2, num_heads=3, inner_num_heads=2)
+TINY_PVT = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1))
+
+
+def _windowed(name: str) -> nn.Module:
+    return create_model(name, in_chans=1, num_classes=4).eval()
+
+
+def _stage_sizes(size: tuple[int, int], strides: list[int]) -> list[tuple[int, int]]:
+    return [(-(-size[0] // s), -(-size[1] // s)) for s in strides]
+
+
+@pytest.mark.parametrize("name", ["gcvit_fmnist", "swin_fmnist", "maxvit_fmnist"])
+def test_window_maps_have_the_stage_layout(name: str) -> None:
+    model = _windowed(name)
+    x = torch.randn(2, 1, *SIZE)
+    with torch.no_grad():
+        ref = model(x)
+    maps = attention_maps(model, x)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)  # recording left the model as it was
+    sizes = _stage_sizes(SIZE, [level["reduction"] for level in model.feature_info])
+    blocks = [n for n, m in model.named_modules() if isinstance(m, WindowAttention)]
+    assert list(maps) == blocks
+    for key, m in maps.items():
+        stage = int(key.split(".")[1])
+        attn = model.get_submodule(key)
+        h, w = sizes[stage]
+        window = attn.rel_pos.window_size
+        n = min(window[0], h) * min(window[1], w)
+        assert m.shape == (2, attn.num_heads, n, h, w), key
+        assert (m >= 0).all() and m.amax() <= 1 + 1e-6
+
+
+def test_output_unchanged_while_recording_token_models() -> None:
+    for name, kw, size in [
+        ("deit_fmnist", {}, (28, 36)),
+        ("pvt_tiny", TINY_PVT, (64, 96)),
+        ("tnt_tiny", TINY_TNT, (32, 48)),
+    ]:
+        model = create_model(name, **kw).eval()
+        x = torch.randn(2, model.in_chans, *size)
+        with torch.no_grad():
+            ref = model(x)
+        maps = attention_maps(model, x)
+        with torch.no_grad():
+            assert torch.equal(model(x), ref)
+        assert maps, name
+
+
+def test_token_map_shapes() -> None:
+    deit = create_model("deit_fmnist").eval()
+    maps = attention_maps(deit, torch.randn(2, 1, 28, 36))
+    assert {tuple(m.shape) for m in maps.values()} == {(2, 3, 7, 9)}  # the class token over 7 x 9 patches
+    pvt = create_model("pvt_tiny", **TINY_PVT).eval()
+    maps = attention_maps(pvt, torch.randn(1, 3, 64, 96))
+    # stage i: a (16, 24) / 2**i grid, keys reduced 8, 4, 2, 1 times: always (2, 3); the last is the class token's
+    assert [tuple(m.shape) for m in maps.values()] == [(1, 1, 2, 3), (1, 2, 2, 3), (1, 3, 2, 3), (1, 4, 2, 3)]
+    tnt = create_model("tnt_tiny", **TINY_TNT).eval()
+    maps = attention_maps(tnt, torch.randn(1, 3, 32, 48))
+    assert maps["blocks.0.attn_out"].shape == (1, 3, 2, 3)  # class token over the 2 x 3 patches
+    assert maps["blocks.0.attn_in"].shape == (1, 2, 8, 12)  # 4 x 4 pixels per patch, on the pixel map
+
+
+def _force_self_attention(model: nn.Module) -> None:
+    """q = k = 0 and a bias of +50 at offset (0, 0): every query attends only to itself."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WindowAttention):
+                m.qkv.weight.zero_()
+                m.qkv.bias.zero_()
+                table = m.rel_pos.relative_position_bias_table
+                table.zero_()
+                table[table.shape[0] // 2] = 50.0  # the centre row: offset (0, 0)
+
+
+def _expected_slot(size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], grid: bool) -> torch.Tensor:
+    """(H, W): the query slot of each map position, written from the partitions' definitions."""
+    y = torch.arange(size[0])[:, None].expand(*size)
+    x = torch.arange(size[1])[None, :].expand(*size)
+    if grid:  # rows a * sh + b: slot a, window b, sh = padded H / gh
+        sh, sw = (p // g for p, g in zip(padded_size(size, window), window, strict=True))
+        return (y // sh) * window[1] + x // sw
+    y, x = (y - shift[0]) % size[0], (x - shift[1]) % size[1]  # where the cyclic shift moved it
+    return (y % window[0]) * window[1] + x % window[1]
+
+
+@pytest.mark.parametrize("name", ["gcvit_fmnist", "swin_fmnist", "maxvit_fmnist"])
+def test_known_attention_is_recovered(name: str) -> None:
+    """Self-attention only: each position's map is 1 at its own query slot, through shifts, grids and padding."""
+    model = _windowed(name)
+    _force_self_attention(model)
+    x = torch.randn(1, 1, *SIZE)
+    maps = attention_maps(model, x)
+    checked_shift = checked_grid = checked_global = False
+    for key, m in maps.items():
+        attn = model.get_submodule(key)
+        _, heads, n, h, w = m.shape
+        window = tuple(min(a, s) for a, s in zip(attn.rel_pos.window_size, (h, w), strict=True))
+        grid = key.endswith("attn_grid.attn")
+        block = int(key.split(".")[3])
+        shifted = name.startswith("swin") and block % 2 == 1 and h > 7
+        shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
+        slot = _expected_slot((h, w), window, shift, grid)
+        got = m.gather(2, slot.expand(1, heads, 1, h, w))[:, :, 0]  # (1, heads, h, w)
+        assert torch.allclose(got, torch.ones_like(got), atol=1e-5), key
+        assert torch.allclose(m.sum(2), torch.ones_like(got), atol=1e-5), key  # and from no other slot
+        checked_shift |= shifted
+        checked_grid |= grid
+        checked_global |= attn.global_query
+    assert checked_shift or not name.startswith("swin")
+    assert checked_grid or not name.startswith("maxvit")
+    assert checked_global or not name.startswith("gcvit")
+
+
+@pytest.mark.parametrize("name", ["gcvit_fmnist", "swin_fmnist", "maxvit_fmnist"])
+def test_rows_sum_to_one(name: str) -> None:
+    """At a size with no padding, each query's attention over its window's keys sums to 1."""
+    model = _windowed(name)
+    x = torch.randn(2, 1, 28, 28)
+    for key, m in attention_maps(model, x, ["stages.0"]).items():
+        attn = model.get_submodule(key)
+        window = attn.rel_pos.window_size
+        B, heads, n, h, w = m.shape
+        assert (h % window[0], w % window[1]) == (0, 0)
+        if key.endswith("attn_grid.attn"):  # window (a, b) holds rows a, a + sh, ...: sum over the slots' keys
+            sums = m.reshape(B, heads, n, window[0], h // window[0], window[1], w // window[1]).sum((3, 5))
+        else:
+            sums = m.reshape(B, heads, n, h // window[0], window[0], w // window[1], window[1]).sum((4, 6))
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), key
+
+
+def test_uniform_token_attention_and_rollout() -> None:
+    """q = k = 0 gives uniform attention: the class token's map is 1 / (N + 1) and the rollout of L blocks
+    is (1 - 2**-L) / (N + 1) per patch ((U + I) / 2 to the L-th power, U @ U = U)."""
+    model = create_model("deit_fmnist").eval()
+    with torch.no_grad():
+        for blk in model.blocks:
+            dim = blk.attn.qkv.in_features
+            blk.attn.qkv.weight[: 2 * dim].zero_()
+            blk.attn.qkv.bias[: 2 * dim].zero_()
+    x = torch.randn(2, 1, 28, 36)
+    n = 7 * 9 + 1
+    for m in attention_maps(model, x).values():
+        assert torch.allclose(m, torch.full_like(m, 1 / n))
+    rollout = attention_rollout(model, x)
+    assert rollout.shape == (2, 7, 9)
+    assert torch.allclose(rollout, torch.full_like(rollout, (1 - 0.5 ** len(model.blocks)) / n))
+
+
+def test_token_rows_sum_to_one() -> None:
+    """PVT's early stages: the attention each reduced key receives, averaged over queries, sums to 1."""
+    model = create_model("pvt_tiny", **TINY_PVT).eval()
+    maps = attention_maps(model, torch.randn(2, 3, 64, 96), ["stages.0", "stages.1"])
+    for m in maps.values():
+        assert torch.allclose(m.sum((2, 3)), torch.ones(m.shape[:2]), atol=1e-5)
+
+
+def test_rollout_refuses_windowed_models() -> None:
+    with pytest.raises(ValueError, match="rollout needs a class-token model"):
+        attention_rollout(_windowed("swin_fmnist"), torch.randn(1, 1, 28, 28))
+
+
+def test_block_selection_errors_name_the_choices() -> None:
+    model = _windowed("gcvit_fmnist")
+    assert list(attention_maps(model, torch.randn(1, 1, 28, 28), ["stages.1"])) == [
+        "stages.1.blocks.0.attn",
+        "stages.1.blocks.1.attn",
+    ]
+    with pytest.raises(ValueError, match="stages.0.blocks.0.attn"):
+        attention_maps(model, torch.randn(1, 1, 28, 28), ["stages.9"])
+
+
+def test_grad_cam_equals_cam_for_a_linear_head() -> None:
+    """GC ViT's head is average pool + Linear, so Grad-CAM on the last stage is relu(sum_c W[t, c] A_c) / max."""
+    model = _windowed("gcvit_fmnist")
+    x = torch.randn(2, 1, *SIZE)
+    target = torch.tensor([1, 3])
+    cam, logits = grad_cam(model, x, target)
+    with torch.no_grad():
+        feats = model.forward_features(x)  # (B, C, h, w)
+    ref = torch.einsum("bc,bchw->bhw", model.head.fc.weight[target], feats).clamp_min(0)
+    ref = ref / ref.amax((1, 2), keepdim=True)
+    assert cam.shape == (2, 3, 3) and torch.allclose(cam, ref, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "size", "side"),
+    [
+        ("swin_fmnist", {}, (37, 45), (3, 3)),
+        ("maxvit_fmnist", {}, (37, 45), (3, 3)),
+        ("deit_fmnist", {}, (28, 36), (7, 9)),  # the level before the last: after it only the class token counts
+        ("pvt_tiny", TINY_PVT, (64, 96), (4, 6)),  # stage 2, stride 16
+        ("tnt_tiny", TINY_TNT, (32, 48), (2, 3)),
+    ],
+)
+def test_grad_cam_every_family(name: str, kw: dict, size: tuple[int, int], side: tuple[int, int]) -> None:
+    model = create_model(name, **kw).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # frozen weights: the CAM still has a graph
+    cam, _ = grad_cam(model, torch.randn(2, model.in_chans, *size))
+    assert cam.shape == (2, *side)
+    assert ((cam >= 0) & (cam <= 1)).all() and torch.allclose(cam.amax((1, 2)), torch.ones(2))
+    with pytest.raises(ValueError, match="out of range"):
+        grad_cam(model, torch.randn(1, model.in_chans, *size), stage=len(model.feature_info))
+    if model.head.pool == "token":
+        with pytest.raises(ValueError, match="choose an earlier level"):
+            grad_cam(model, torch.randn(1, model.in_chans, *size), stage=-1)
