@@ -2,14 +2,20 @@
 to 1, hand-built attention recovered exactly), an unchanged forward while recording, rollout, Grad-CAM,
 and `lgvit explain` on 1- and 3-channel models."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from lgvit import create_model
+from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
+from lgvit.training.checkpoint import FORMAT
 
 SIZE = (37, 45)  # odd: every windowed stage pads, Swin shifts stage 0
 TINY_TNT = dict(embed_dim=48, inner_dim=12, depth=2, num_heads=3, inner_num_heads=2)
@@ -222,3 +228,92 @@ def test_grad_cam_every_family(name: str, kw: dict, size: tuple[int, int], side:
     if model.head.pool == "token":
         with pytest.raises(ValueError, match="choose an earlier level"):
             grad_cam(model, torch.randn(1, model.in_chans, *size), stage=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# lgvit explain
+
+
+def _checkpoint(path: Path, name: str, in_chans: int) -> Path:
+    """An `lgvit train`-format checkpoint of a random 4-class `name` on 28 px `in_chans`-channel images."""
+    overrides = {"in_chans": in_chans, "num_classes": 4}
+    data = {"img_size": 28, "in_chans": in_chans, "mean": (0.5,) * in_chans, "std": (0.25,) * in_chans}
+    payload = {
+        "format": FORMAT,
+        "model_name": name,
+        "model_overrides": overrides,
+        "classes": ["a", "b", "c", "d"],
+        "data": data,
+        "train_config": {"data": None},
+        "model": create_model(name, **overrides).state_dict(),
+        "ema": None,
+        "best": {"weights": "model"},
+        "epoch": 1,
+    }
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    rgb, gray = tmp_path / "shirt.png", tmp_path / "sub" / "shirt.jpg"
+    gray.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 33, 3), dtype=np.uint8)).save(rgb)
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 30), dtype=np.uint8)).save(gray)
+    return [rgb, gray]
+
+
+def _pngs(out: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: Image.open(p).size for p in sorted(out.glob("*.png"))}
+
+
+def test_cli_one_channel_gcvit(tmp_path: Path, images: list[Path]) -> None:
+    ckpt = _checkpoint(tmp_path / "best.pt", "gcvit_fmnist", 1)
+    out = tmp_path / "out"
+    for method in ("attention", "global", "gradcam"):
+        args = ["explain", "--checkpoint", str(ckpt), *map(str, images), "--method", method, "--out", str(out)]
+        assert main(args) == 0
+    pngs = _pngs(out)
+    for stem in ("shirt_0", "shirt_1"):  # two images named shirt: numbered
+        for kind in ("input", "attention", "global", "gradcam", "local_global"):
+            w, h = pngs[f"{stem}_{kind}.png"]
+            assert w >= 200 and h >= 200  # panels of 240 px at 100 dpi
+    assert pngs["shirt_0_attention.png"][0] > 3 * 240  # the input and the last stage's 8 heads side by side
+    assert main(["explain", "--checkpoint", str(ckpt), str(images[0]), "--stage", "7", "--out", str(out)]) == 2
+
+
+def test_cli_three_channel_deit(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFixture) -> None:
+    ckpt = _checkpoint(tmp_path / "best.pt", "deit_fmnist", 3)
+    out = tmp_path / "out"
+    for method in ("rollout", "gradcam", "attention"):
+        assert main(["explain", "--checkpoint", str(ckpt), str(images[0]), "--method", method, "--out", str(out)]) == 0
+    assert set(_pngs(out)) == {f"shirt_{k}.png" for k in ("input", "rollout", "gradcam", "attention")}
+    assert main(["explain", "--checkpoint", str(ckpt), str(images[0]), "--method", "global", "--out", str(out)]) == 2
+    assert "--method global needs a GC ViT" in capsys.readouterr().err
+
+
+def _errors(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, int, str, str]:
+    """Exit codes and stderr of `lgvit predict ARGS` and `lgvit explain ARGS`, command names taken out."""
+    rc_predict = main(["predict", *args])
+    err_predict = capsys.readouterr().err.replace("lgvit predict", "lgvit CMD").replace("predicted", "DONE")
+    rc_explain = main(["explain", *args, "--out", str(Path(args[1]).parent / "out")])
+    err_explain = capsys.readouterr().err.replace("lgvit explain", "lgvit CMD").replace("explained", "DONE")
+    return rc_predict, rc_explain, err_predict, err_explain
+
+
+def test_cli_errors_match_predict(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    ckpt = _checkpoint(tmp_path / "best.pt", "gcvit_fmnist", 1)
+    cases = [
+        ["--checkpoint", str(tmp_path / "missing.pt"), str(images[0])],
+        ["--checkpoint", str(garbage), str(images[0])],
+        ["--checkpoint", str(ckpt), str(broken), str(images[0])],
+        ["--checkpoint", str(ckpt), str(tmp_path / "nothing.png")],
+    ]
+    for args in cases:
+        rc_predict, rc_explain, err_predict, err_explain = _errors(args, capsys)
+        assert rc_predict == rc_explain == 2
+        assert err_explain == err_predict and err_explain.strip(), args
