@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import make_idx_dir
 from torch import nn
 
 from lgvit import create_model
@@ -16,6 +17,7 @@ from lgvit.explain import attention_maps, attention_rollout, grad_cam
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
 from lgvit.training.checkpoint import FORMAT
+from lgvit.training.report import confident_mistakes
 
 SIZE = (37, 45)  # odd: every windowed stage pads, Swin shifts stage 0
 TINY_TNT = dict(embed_dim=48, inner_dim=12, depth=2, num_heads=3, inner_num_heads=2)
@@ -317,3 +319,27 @@ def test_cli_errors_match_predict(tmp_path: Path, images: list[Path], capsys: py
         rc_predict, rc_explain, err_predict, err_explain = _errors(args, capsys)
         assert rc_predict == rc_explain == 2
         assert err_explain == err_predict and err_explain.strip(), args
+
+
+# ---------------------------------------------------------------------------------------------
+# the training and eval report
+
+
+def test_confident_mistakes() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.05, 0.95]])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    assert confident_mistakes(labels, probs, 16) == [1, 3, 2]  # wrong with 0.8, 0.7, 0.6; 0 and 4 are right
+    assert confident_mistakes(labels, probs, 1) == [1]
+    assert confident_mistakes(labels[:1], probs[:1], 4) == []
+
+
+def test_train_and_eval_write_the_grids(tmp_path: Path) -> None:
+    data, out = make_idx_dir(tmp_path / "idx", 64, 24), tmp_path / "run"
+    args = ["--data", str(data), "--output", str(out), "--epochs", "1", "--batch-size", "32", "--workers", "0"]
+    assert main(["train", *args, "--threads", "1"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "(cam.png)" in summary and Image.open(out / "cam.png").size[0] > 8 * 150
+    assert ("(misclassified.png)" in summary) == (out / "misclassified.png").is_file()
+    ev = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--output", str(ev)]) == 0
+    assert (ev / "eval_cam.png").is_file() and (ev / "eval_confusion.png").is_file()

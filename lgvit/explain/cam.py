@@ -9,7 +9,7 @@ input with OpenCV and returns NumPy, and brings OpenCV and scikit-learn along. T
 import torch
 from torch import nn
 
-from .maps import _eval
+from .maps import eval_mode
 
 
 def _as_map(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -56,7 +56,7 @@ def grad_cam(
         lambda m, i, o: kept.append(o[-1] if isinstance(o, tuple) else o)  # TNT's blocks: (pixels, patches)
     )
     try:
-        with _eval(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             logits = model(x.detach().requires_grad_(True))  # a graph even if every weight is frozen
             target = logits.argmax(-1) if target is None else target.to(logits.device)
             (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[-1])

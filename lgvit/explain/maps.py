@@ -74,7 +74,7 @@ def _layouts(model: nn.Module, image: Size2) -> Iterator[dict[nn.Module, Layout]
 
 
 @contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """The model in eval mode (no dropout or drop-path) inside the block, its own mode after."""
     was = model.training
     model.eval()
@@ -87,7 +87,7 @@ def _eval(model: nn.Module) -> Iterator[None]:
 def collect(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, Layout]]]:
     """One eval forward of `x`: the logits and, per attention module name, its raw probabilities and `Layout`."""
     names = {m: n for n, m in model.named_modules() if isinstance(m, (WindowAttention, TokenAttention))}
-    with _eval(model), torch.no_grad(), _layouts(model, tuple(x.shape[-2:])) as layouts, record_attention() as rec:
+    with eval_mode(model), torch.no_grad(), _layouts(model, tuple(x.shape[-2:])) as layouts, record_attention() as rec:
         logits = model(x)
     return logits, {names[m]: (probs[-1], layouts[m]) for m, probs in rec.items()}
 
