@@ -1,0 +1,130 @@
+"""The pointing game: does a map's maximum fall on the object? Fashion-MNIST garments on a larger black canvas.
+
+Each test garment (28 x 28) is pasted at a random position of a `--canvas` x `--canvas` black image; its box is
+the tight box of its non-zero pixels. A model trained by `lgvit train` on the 28 px images is evaluated at the
+canvas size (every lgvit model runs at any size). Each map is resized to its stage's stride-covered size (the
+stage's h * stride), cropped to the canvas, and scores a hit when its maximum lies in the box. Methods:
+
+- `gradcam, stage s`: Grad-CAM of the true class on stage s;
+- `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
+  the last such block of stage s, averaged over heads and query slots (the attention each position receives);
+- `random`: a uniformly random point (the chance level: box area / canvas area).
+
+    python benchmarks/pointing_game.py --checkpoint runs/gcvit_fmnist/best.pt [--checkpoint ...] \
+        [--images 1000] [--canvas 84] [--seed 0] [--figures docs/explain]
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lgvit.data.build import resolve_data_dir
+from lgvit.data.idx import load_idx_split
+from lgvit.explain import attention_maps, grad_cam
+from lgvit.explain.figures import display_image, panels_figure
+from lgvit.tools.inference import from_checkpoint
+
+
+def canvases(n: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, 1, side, side) uint8 canvases, (n,) labels, (n, 4) boxes (top, left, bottom, right; inclusive)."""
+    images, labels = load_idx_split(resolve_data_dir(None), "val")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(images), generator=g)[:n]
+    out = torch.zeros(n, 1, side, side, dtype=torch.uint8)
+    boxes = torch.zeros(n, 4, dtype=torch.long)
+    for k, i in enumerate(pick.tolist()):
+        top, left = torch.randint(0, side - 27, (2,), generator=g).tolist()
+        out[k, :, top : top + 28, left : left + 28] = images[i]
+        rows, cols = images[i][0].nonzero(as_tuple=True)
+        boxes[k] = torch.tensor([top + rows.min(), left + cols.min(), top + rows.max(), left + cols.max()])
+    return out, labels[pick], boxes
+
+
+def on_canvas(m: torch.Tensor, stride: int, side: int) -> torch.Tensor:
+    """(B, h, w) stage maps -> (B, side, side): resized to (h * stride, w * stride), the padding cropped."""
+    up = F.interpolate(m[:, None].float(), size=(m.shape[1] * stride, m.shape[2] * stride), mode="bilinear")
+    return up[:, 0, :side, :side]
+
+
+def hits(m: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B,) whether each (B, side, side) map's maximum is inside its box."""
+    flat = m.flatten(1).argmax(1)
+    y, x = flat // m.shape[2], flat % m.shape[2]
+    return (y >= boxes[:, 0]) & (y <= boxes[:, 2]) & (x >= boxes[:, 1]) & (x <= boxes[:, 3])
+
+
+def _label(model: torch.nn.Module, name: str) -> str:
+    """The method's name for an attention module."""
+    stage = int(name.split(".")[1])
+    if getattr(model.get_submodule(name), "global_query", False):
+        return f"global query, stage {stage}"
+    if "attn_grid" in name or "attn_block" in name:
+        return f"{'grid' if 'attn_grid' in name else 'block'} attention, stage {stage}"
+    return f"{'local ' if hasattr(model.stages[0], 'global_block') else ''}attention, stage {stage}"
+
+
+def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, side: int) -> dict[str, torch.Tensor]:
+    """Every method's (B, side, side) map of the batch `x` (true labels `y`); later blocks of a kind win."""
+    out = {}
+    for name, m in attention_maps(model, x).items():
+        stage = int(name.split(".")[1])
+        out[_label(model, name)] = on_canvas(m.mean((1, 2)), model.feature_info[stage]["reduction"], side)
+    for stage, level in enumerate(model.feature_info):
+        cam, _ = grad_cam(model, x, y, stage)
+        out[f"Grad-CAM, stage {stage}"] = on_canvas(cam, level["reduction"], side)
+    out["random"] = torch.rand(x.shape[0], side, side)
+    return out
+
+
+def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
+    """Pointing-game accuracy (%) of every method of one checkpoint; writes its example figure if asked."""
+    loaded = from_checkpoint(checkpoint)
+    model = loaded.model.eval()
+    images, labels, boxes = canvases(args.images, args.canvas, args.seed)
+    mean, std = torch.tensor(loaded.mean)[:, None, None], torch.tensor(loaded.std)[:, None, None]
+    scores: dict[str, int] = {}
+    correct = 0
+    for i in range(0, len(images), 50):
+        x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
+        y = labels[i : i + 50]
+        maps = method_maps(model, x, y, args.canvas)
+        for k, m in maps.items():
+            scores[k] = scores.get(k, 0) + int(hits(m, boxes[i : i + 50]).sum())
+        with torch.no_grad():
+            correct += int((model(x).argmax(-1) == y).sum())
+        if i == 0 and args.figures:
+            _figure(loaded, x, maps, boxes[0], Path(args.figures) / f"pointing_{Path(checkpoint).parent.name}.png")
+    n = len(images)
+    print(f"{loaded.label}: top-1 on the {args.canvas} px canvases {100 * correct / n:.1f}%")
+    return {k: 100 * v / n for k, v in scores.items()}
+
+
+def _figure(loaded: object, x: torch.Tensor, maps: dict[str, torch.Tensor], box: torch.Tensor, path: Path) -> None:
+    image = display_image(x[0], loaded.mean, loaded.std)
+    panels = [(k, m[0]) for k, m in maps.items() if k != "random"]
+    title = f"garment box rows {box[0]}-{box[2]}, cols {box[1]}-{box[3]}"
+    panels_figure(image, title, [("", panels)], path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", required=True, help="an lgvit train checkpoint (repeatable)")
+    p.add_argument("--images", type=int, default=1000, help="test garments to place")
+    p.add_argument("--canvas", type=int, default=84, help="canvas side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for ckpt in args.checkpoint:
+        scores = play(ckpt, args)
+        print(f"\n| method ({Path(ckpt).parent.name}) | pointing-game accuracy |\n|---|---|")
+        for k, v in scores.items():
+            print(f"| {k} | {v:.1f}% |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
