@@ -14,6 +14,7 @@ from torch import nn
 from lgvit import create_model
 from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam
+from lgvit.explain.maps import collect
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
 from lgvit.training.checkpoint import FORMAT
@@ -39,8 +40,9 @@ def test_window_maps_have_the_stage_layout(name: str) -> None:
     with torch.no_grad():
         ref = model(x)
     maps = attention_maps(model, x)
+    assert torch.equal(collect(model, x)[0], ref)  # the output while recording: SDPA's, bit for bit
     with torch.no_grad():
-        assert torch.equal(model(x), ref)  # recording left the model as it was
+        assert torch.equal(model(x), ref)  # and recording left the model as it was
     sizes = _stage_sizes(SIZE, [level["reduction"] for level in model.feature_info])
     blocks = [n for n, m in model.named_modules() if isinstance(m, WindowAttention)]
     assert list(maps) == blocks
@@ -65,6 +67,7 @@ def test_output_unchanged_while_recording_token_models() -> None:
         with torch.no_grad():
             ref = model(x)
         maps = attention_maps(model, x)
+        assert torch.equal(collect(model, x)[0], ref)
         with torch.no_grad():
             assert torch.equal(model(x), ref)
         assert maps, name

@@ -63,7 +63,9 @@ def _layouts(model: nn.Module, image: Size2) -> Iterator[dict[nn.Module, Layout]
 
             def token_hook(attn: nn.Module, args: tuple, kwargs: dict) -> None:
                 hw = args[1] if len(args) > 1 else kwargs.get("hw")
-                found[attn] = Layout(tuple(hw) if hw is not None else tokens, sr=attn.sr.stride[0] if attn.sr else 1)
+                found[attn] = Layout(
+                    tuple(hw) if hw is not None else tokens, sr=attn.sr.stride[0] if attn.sr is not None else 1
+                )
 
             handles.append(m.register_forward_pre_hook(token_hook, with_kwargs=True))
     try:
