@@ -1,20 +1,26 @@
 """The pointing game: does a map's maximum fall on the object? Fashion-MNIST garments on a larger black canvas.
 
 Each test garment (28 x 28) is pasted at a random position of a `--canvas` x `--canvas` black image; its box is
-the tight box of its non-zero pixels. A model trained by `lgvit train` on the 28 px images is evaluated at the
-canvas size (every lgvit model runs at any size). Each map is resized to its stage's stride-covered size (the
-stage's h * stride), cropped to the canvas, and scores a hit when its maximum lies in the box. Methods:
+the tight box of its non-zero pixels. The model is an `lgvit train` checkpoint: trained on such canvases
+(`--make-data DIR` writes them as Fashion-MNIST-style IDX files, train garments on train canvases), or on the
+28 px images and evaluated at the canvas size (every lgvit model runs at any size). Each map is resized to its
+stage's stride-covered size (the stage's h * stride), cropped to the canvas, and scores a hit when its maximum
+lies in the box. Methods:
 
 - `gradcam, stage s`: Grad-CAM of the true class on stage s;
 - `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
   the last such block of stage s, averaged over heads and query slots (the attention each position receives);
 - `random`: a uniformly random point (the chance level: box area / canvas area).
 
-    python benchmarks/pointing_game.py --checkpoint runs/gcvit_fmnist/best.pt [--checkpoint ...] \
-        [--images 1000] [--canvas 84] [--seed 0] [--figures docs/explain]
+    python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
+    lgvit train --data data/fashion-canvas-56 --img-size 56 --epochs 3 --output runs/gcvit_canvas
+    python benchmarks/pointing_game.py --checkpoint runs/gcvit_canvas/best.pt [--checkpoint ...] \
+        [--images 1000] [--canvas 56] [--seed 0] [--figures docs/explain]
 """
 
 import argparse
+import gzip
+import struct
 from pathlib import Path
 
 import torch
@@ -27,9 +33,10 @@ from lgvit.explain.figures import display_image, panels_figure
 from lgvit.tools.inference import from_checkpoint
 
 
-def canvases(n: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(n, 1, side, side) uint8 canvases, (n,) labels, (n, 4) boxes (top, left, bottom, right; inclusive)."""
-    images, labels = load_idx_split(resolve_data_dir(None), "val")
+def canvases(n: int, side: int, seed: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, 1, side, side) uint8 canvases of `split`'s garments, (n,) labels, (n, 4) boxes (top, left, bottom,
+    right; inclusive)."""
+    images, labels = load_idx_split(resolve_data_dir(None), split)
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(images), generator=g)[:n]
     out = torch.zeros(n, 1, side, side, dtype=torch.uint8)
@@ -40,6 +47,22 @@ def canvases(n: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, 
         rows, cols = images[i][0].nonzero(as_tuple=True)
         boxes[k] = torch.tensor([top + rows.min(), left + cols.min(), top + rows.max(), left + cols.max()])
     return out, labels[pick], boxes
+
+
+def _write_idx(path: Path, t: torch.Tensor) -> None:
+    """A uint8 tensor as a gzipped IDX file (magic 0x08 = unsigned byte, then the sizes)."""
+    header = struct.pack(">I", 0x0800 + t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)
+    path.write_bytes(gzip.compress(header + t.contiguous().numpy().tobytes(), compresslevel=1))
+
+
+def make_data(root: Path, side: int, train: int, seed: int) -> None:
+    """Fashion-MNIST-layout IDX files of canvases: `train` train garments, 2000 test garments (another seed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, split, n, s in (("train", "train", train, seed), ("t10k", "val", 2000, seed + 1)):
+        images, labels, _ = canvases(n, side, s, split)
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[:, 0])
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+    print(f"wrote {train} train and 2000 val canvases of {side} px to {root}")
 
 
 def on_canvas(m: torch.Tensor, stride: int, side: int) -> torch.Tensor:
@@ -110,14 +133,18 @@ def _figure(loaded: object, x: torch.Tensor, maps: dict[str, torch.Tensor], box:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", action="append", required=True, help="an lgvit train checkpoint (repeatable)")
+    p.add_argument("--checkpoint", action="append", default=[], help="an lgvit train checkpoint (repeatable)")
+    p.add_argument("--make-data", default=None, help="write train/val canvases as IDX files to this folder")
+    p.add_argument("--train-images", type=int, default=15000, help="train canvases, with --make-data")
     p.add_argument("--images", type=int, default=1000, help="test garments to place")
     p.add_argument("--canvas", type=int, default=84, help="canvas side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="placements (--make-data uses it and the next seed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.make_data:
+        make_data(Path(args.make_data), args.canvas, args.train_images, args.seed)
     for ckpt in args.checkpoint:
         scores = play(ckpt, args)
         print(f"\n| method ({Path(ckpt).parent.name}) | pointing-game accuracy |\n|---|---|")

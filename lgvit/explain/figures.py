@@ -88,13 +88,13 @@ def grid_figure(
     """Images (each with its title, and its heat map if `heats`) in rows of up to 8: the report's grids."""
     cols = min(8, len(images))
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.5 * rows), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         if i < len(images):
             show(ax, images[i], heats[i] if heats else None, titles[i])
         else:
             ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)  # room for the two-line titles between rows
     return save_figure(fig, path)
 
 
