@@ -24,12 +24,11 @@ import struct
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lgvit.data.build import resolve_data_dir
 from lgvit.data.idx import load_idx_split
 from lgvit.explain import attention_maps, grad_cam
-from lgvit.explain.figures import display_image, panels_figure
+from lgvit.explain.figures import display_image, fit_to_image, panels_figure
 from lgvit.tools.inference import from_checkpoint
 
 
@@ -65,12 +64,6 @@ def make_data(root: Path, side: int, train: int, seed: int) -> None:
     print(f"wrote {train} train and 2000 val canvases of {side} px to {root}")
 
 
-def on_canvas(m: torch.Tensor, stride: int, side: int) -> torch.Tensor:
-    """(B, h, w) stage maps -> (B, side, side): resized to (h * stride, w * stride), the padding cropped."""
-    up = F.interpolate(m[:, None].float(), size=(m.shape[1] * stride, m.shape[2] * stride), mode="bilinear")
-    return up[:, 0, :side, :side]
-
-
 def hits(m: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """(B,) whether each (B, side, side) map's maximum is inside its box."""
     flat = m.flatten(1).argmax(1)
@@ -93,10 +86,10 @@ def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, side: 
     out = {}
     for name, m in attention_maps(model, x).items():
         stage = int(name.split(".")[1])
-        out[_label(model, name)] = on_canvas(m.mean((1, 2)), model.feature_info[stage]["reduction"], side)
+        out[_label(model, name)] = fit_to_image(m.mean((1, 2)), (side, side), model.feature_info[stage]["reduction"])
     for stage, level in enumerate(model.feature_info):
         cam, _ = grad_cam(model, x, y, stage)
-        out[f"Grad-CAM, stage {stage}"] = on_canvas(cam, level["reduction"], side)
+        out[f"Grad-CAM, stage {stage}"] = fit_to_image(cam, (side, side), level["reduction"])
     out["random"] = torch.rand(x.shape[0], side, side)
     return out
 

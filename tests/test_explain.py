@@ -14,6 +14,7 @@ from torch import nn
 from lgvit import create_model
 from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam
+from lgvit.explain.figures import fit_to_image
 from lgvit.explain.maps import collect
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
@@ -346,3 +347,14 @@ def test_train_and_eval_write_the_grids(tmp_path: Path) -> None:
     ev = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--output", str(ev)]) == 0
     assert (ev / "eval_cam.png").is_file() and (ev / "eval_confusion.png").is_file()
+
+
+def test_maps_keep_their_cells_on_the_image() -> None:
+    """A padded stage (4 cells of stride 16 over 56 px) keeps each cell over its own pixels; exact maps just resize."""
+    hot = torch.zeros(2, 4, 4)
+    hot[:, 3, 3] = 1
+    m = fit_to_image(hot, (56, 56), 16)
+    assert m.shape == (2, 56, 56)
+    assert divmod(int(m[0].argmax()), 56) == (55, 55)  # cell 3 spans pixels 48-63: its centre is cropped off
+    assert fit_to_image(torch.rand(3, 2, 7, 9), (28, 36), 4).shape == (3, 2, 28, 36)
+    assert fit_to_image(torch.rand(8, 12), (32, 48), 16).shape == (32, 48)  # TNT's pixel map: tiles exactly

@@ -20,7 +20,6 @@ from .cam import default_stage, grad_cam  # noqa: E402
 from .maps import attention_rollout, collect, to_maps  # noqa: E402
 
 PANEL, DPI = 2.4, 100
-METHODS = ("attention", "global", "rollout", "gradcam")
 Panels = list[tuple[str, torch.Tensor]]  # (panel title, (h, w) map)
 
 
@@ -29,6 +28,21 @@ def display_image(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     img = x.detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     img = img.clamp(0, 1)
     return img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)  # (H, W) or (H, W, 3)
+
+
+def fit_to_image(m: torch.Tensor, size: tuple[int, int], reduction: int) -> torch.Tensor:
+    """(..., h, w) maps of a level with stride `reduction` -> (..., H, W) on the image, bilinearly.
+
+    A padded stage's h = ceil(H / reduction) cells cover h * reduction > H pixels: the map is resized to
+    that and cropped, so each cell stays over its own pixels. Maps whose side is not ceil(H / reduction)
+    (TNT's pixel maps, PVT's reduced keys) tile the image exactly and are resized to it."""
+    h, w = m.shape[-2:]
+    if -(-size[0] // reduction) != h or -(-size[1] // reduction) != w:
+        reduction = size[0] // h
+    flat = m.detach().cpu().float().reshape(-1, 1, h, w)  # (N, 1, h, w)
+    up = F.interpolate(flat, size=(h * reduction, w * reduction), mode="bilinear", align_corners=False)
+    up = up[:, 0, : size[0], : size[1]]  # (N, H, W): the padding's cells cropped
+    return up.reshape(*m.shape[:-2], *up.shape[-2:])  # (..., H, W)
 
 
 def _upsample(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -126,6 +140,11 @@ def _last_block(model: nn.Module, names: list[str], stage: int, global_query: bo
     return [n for n in picked if _block_key(n) == last]
 
 
+def _fit(model: nn.Module, m: torch.Tensor, level: int, x: torch.Tensor) -> torch.Tensor:
+    """A map of `feature_info[level]`'s resolution on the (H, W) of the image batch `x` (`fit_to_image`)."""
+    return fit_to_image(m, tuple(x.shape[-2:]), model.feature_info[level]["reduction"])
+
+
 def _heads(m: torch.Tensor) -> torch.Tensor:
     """One image's map as (heads, h, w): window maps averaged over their query slots."""
     return m[0].mean(1) if m.ndim == 5 else m[0]  # (heads, h, w)
@@ -145,7 +164,8 @@ def attention_rows(
         raise ValueError(f"--stage {stage}: {type(model).__name__} has {what} in stages {stages}: choose one of them")
     names = _last_block(model, kind, stage, global_query)
     maps = to_maps(model, {n: raw[n] for n in names}, x.shape[0])
-    return logits, [(n, [(f"head {h}", m) for h, m in enumerate(_heads(maps[n]))]) for n in names]
+    fitted = {n: _fit(model, _heads(maps[n]), stage, x) for n in names}  # each (heads, H, W)
+    return logits, [(n, [(f"head {h}", m) for h, m in enumerate(fitted[n])]) for n in names]
 
 
 def local_global_rows(model: nn.Module, x: torch.Tensor) -> list[tuple[str, Panels]]:
@@ -157,8 +177,8 @@ def local_global_rows(model: nn.Module, x: torch.Tensor) -> list[tuple[str, Pane
         local, glob = _last_block(model, list(maps), stage, False), _last_block(model, list(maps), stage, True)
         if local and glob:
             panels = [
-                ("local attention", _heads(maps[local[-1]]).mean(0)),
-                ("global query", _heads(maps[glob[-1]]).mean(0)),
+                ("local attention", _fit(model, _heads(maps[local[-1]]).mean(0), stage, x)),
+                ("global query", _fit(model, _heads(maps[glob[-1]]).mean(0), stage, x)),
             ]
             rows.append((f"stage {stage}", panels))
     return rows
@@ -174,7 +194,7 @@ def cam_rows(model: nn.Module, x: torch.Tensor, stage: int | None) -> tuple[torc
     panels, logits = [], None
     for level in levels:
         cam, logits = grad_cam(model, x, stage=level)
-        panels.append((f"Grad-CAM, level {level % len(model.feature_info)}", cam[0]))
+        panels.append((f"Grad-CAM, level {level % len(model.feature_info)}", _fit(model, cam[0], level, x)))
     return logits, [("Grad-CAM", panels)]
 
 
@@ -196,7 +216,7 @@ def explain_image(
     elif method == "rollout":
         with torch.no_grad():
             logits = model.eval()(x)
-        rows = [("rollout", [("attention rollout", attention_rollout(model, x)[0])])]
+        rows = [("rollout", [("attention rollout", _fit(model, attention_rollout(model, x)[0], -1, x))])]
     else:
         logits, rows = attention_rows(model, x, stage, method == "global")
     title = top_title(logits[0], classes, topk)
