@@ -120,7 +120,7 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
 def _figure(loaded: object, x: torch.Tensor, maps: dict[str, torch.Tensor], box: torch.Tensor, path: Path) -> None:
     image = display_image(x[0], loaded.mean, loaded.std)
     panels = [(k, m[0]) for k, m in maps.items() if k != "random"]
-    title = f"garment box rows {box[0]}-{box[2]}, cols {box[1]}-{box[3]}"
+    title = f"box: rows {box[0]}-{box[2]}\ncols {box[1]}-{box[3]}"
     panels_figure(image, title, [("", panels)], path)
 
 
@@ -136,6 +136,7 @@ def main() -> None:
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the random baseline
     if args.make_data:
         make_data(Path(args.make_data), args.canvas, args.train_images, args.seed)
     for ckpt in args.checkpoint:
