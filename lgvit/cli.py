@@ -8,7 +8,7 @@ import sys
 from . import __version__
 
 # Modules in lgvit.commands; each defines register(subparsers) and sets `func` on its parser.
-COMMANDS = ("models", "convert", "bench", "train", "eval", "predict", "export")
+COMMANDS = ("models", "convert", "bench", "train", "eval", "predict", "export", "explain")
 
 # What a command may raise for bad input or a failed file operation: printed as one line, exit 2.
 # OSError covers FileNotFoundError, PermissionError, IsADirectoryError and a full disk.

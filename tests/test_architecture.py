@@ -23,10 +23,11 @@ ROOMS: dict[str, set[str]] = {
     "registry": {"models", "convert"},
     "factory": {"registry", "models", "convert", "layers", "files", "constants"},
     "data": {"constants", "files"},
-    "training": _CORE - {"training"},
+    "explain": {"models", "layers", "files"},
+    "training": _CORE - {"training"} | {"explain"},  # explain: the report's CAM grid
     "tools": _CORE,
     "export": _CORE | {"__init__"},  # __init__: the version it writes into the files
-    "commands": _CORE | {"tools", "export"},
+    "commands": _CORE | {"tools", "export", "explain"},
     "cli": {"commands", "__init__"},
     "__init__": {"factory", "registry", "convert", "data"},
     "__main__": {"cli"},

@@ -7,6 +7,7 @@ results are printed before eval.json and the PNG are written, so a folder that c
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -36,14 +37,16 @@ def _check_args(args: argparse.Namespace) -> None:
         )
 
 
-def _save(out: Path, result: dict, report: dict, classes: list[str]) -> int:
-    """Writes eval.json and the confusion PNG to `out`; a folder that cannot be written is an error line, 2."""
+def _save(out: Path, result: dict, report: dict, classes: list[str], grids: Callable[[Path], list[str]]) -> int:
+    """Writes eval.json, the confusion PNG and `grids(out)` to `out`; a folder that cannot be written is an
+    error line, 2."""
     from ..files import atomic_write_text
     from ..training.report import plot_confusion
 
     try:
         out.mkdir(parents=True, exist_ok=True)
         plot_confusion(result["confusion"], classes, out / "eval_confusion.png", f"{result['top1']:.2f}% top-1")
+        written = grids(out)
         atomic_write_text(out / "eval.json", json.dumps(report | {"classes": classes}, indent=2))
     except OSError as e:
         reason = e.strerror or str(e)
@@ -54,6 +57,7 @@ def _save(out: Path, result: dict, report: dict, classes: list[str]) -> int:
         )
         return 2
     print(f"confusion matrix: {out / 'eval_confusion.png'}; numbers: {out / 'eval.json'}")
+    print(f"image grids: {', '.join(str(out / name) for name in written)}")
     return 0
 
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.inference import from_checkpoint
     from ..training.distributed import Dist, pick_device
     from ..training.engine import StepOptions, evaluate
-    from ..training.report import per_class_table
+    from ..training.report import image_grids, per_class_table
 
     _check_args(args)
     device = pick_device(args.device)
@@ -82,4 +86,8 @@ def run(args: argparse.Namespace) -> int:
     print(per_class_table(loaded.classes, result["per_class"]))
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}")
     report = {k: v for k, v in result.items() if k != "confusion"} | {"images": len(data.val), "data": data.root}
-    return _save(Path(args.output or Path(args.checkpoint).parent), result, report, loaded.classes)
+
+    def grids(out: Path) -> list[str]:
+        return image_grids(model, data.val, loaded.classes, (data.mean, data.std), out, device, "eval_")
+
+    return _save(Path(args.output or Path(args.checkpoint).parent), result, report, loaded.classes, grids)

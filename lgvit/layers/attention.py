@@ -8,7 +8,8 @@
 
 `math_attention()` switches every module to the reference graph: plain matmul attention, and
 one-hot einsum bias lookups where the reference did those (MaxViT). Parity checks and FLOP
-counting use it.
+counting use it. `record_attention()` makes every module also keep its attention probabilities
+(`lgvit.explain` reads them); the forward output stays the fused kernel's.
 """
 
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from .tokens import merge_heads, split_heads
 from .window import Size2, tracing
 
 _MATH = False
+_RECORD: dict[nn.Module, list[torch.Tensor]] | None = None  # set inside record_attention()
 
 
 @contextmanager
@@ -37,22 +39,53 @@ def math_attention() -> Iterator[None]:
         _MATH = prev
 
 
+@contextmanager
+def record_attention() -> Iterator[dict[nn.Module, list[torch.Tensor]]]:
+    """Inside the block, every attention module appends its probabilities softmax(q k^T / sqrt(d) + bias)
+    to the yielded dict under itself, one (B', heads', Nq, Nk) tensor per call, without dropout.
+
+    They are computed on the side, explicitly: the module's output is still the fused kernel's, bit for bit.
+    Layouts: `WindowAttention` with a mask records (B, nW*heads, N, N) (windows folded into heads; view it
+    as (B*nW, heads, N, N)), otherwise (B*nW, heads, N, N); `TokenAttention` records (B, heads, N, M).
+    """
+    global _RECORD
+    prev, _RECORD = _RECORD, {}
+    try:
+        yield _RECORD
+    finally:
+        _RECORD = prev
+
+
+def _probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias), detached: the weights `attend` applies (before dropout)."""
+    attn = (q.detach() * q.shape[-1] ** -0.5) @ k.detach().transpose(-2, -1)  # (B, heads, Nq, Nk)
+    return (attn if bias is None else attn + bias.detach()).softmax(-1)
+
+
 def math_attention_enabled() -> bool:
     """Whether the reference graph is on (inside `math_attention()`): modules skip their shortcuts."""
     return _MATH
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float,
+    owner: nn.Module | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs and a bias broadcastable to (B, heads, N, N).
 
     The one attention kernel of lgvit (windowed and plain token attention alike). Fused SDPA unless inside
     `math_attention()` or the bias needs a gradient. The bias is passed 4-D: with a 3-D mask, CPU SDPA falls
-    back to its slow math path (measured 6x slower on 2 cores).
+    back to its slow math path (measured 6x slower on 2 cores). Inside `record_attention()` the
+    probabilities are also kept under `owner` (the calling module).
     """
     if bias is not None and bias.ndim < 4:
         bias = bias.view((1,) * (4 - bias.ndim) + tuple(bias.shape))  # (1, heads, N, N)
+    if _RECORD is not None and owner is not None:
+        _RECORD.setdefault(owner, []).append(_probabilities(q, k, bias))
     learned = bias is not None and bias.requires_grad and torch.is_grad_enabled()
     if not (_MATH or learned):
         mask = None if bias is None else bias.to(q.dtype)
@@ -169,12 +202,12 @@ class WindowAttention(nn.Module):
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (Bw, heads, N, d)
         drop = self.attn_drop if self.training else 0.0
         if mask is None:
-            out = attend(q, k, v, bias, drop)  # (Bw, heads, N, d)
+            out = attend(q, k, v, bias, drop, self)  # (Bw, heads, N, d)
         else:
             # windows at the same position share a mask: fold them into the head axis so the
             # (nW, heads, N, N) bias + mask broadcasts over the batch as one 4-D tensor
-            fold = (-1, bias.shape[1], N, self.head_dim)  # (B, nW*heads, N, d): -1, not Bw // nW, for tracers
-            out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, drop)  # (B, nW*heads, N, d)
+            fold = (Bw // mask.shape[0], bias.shape[1], N, self.head_dim)
+            out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, drop, self)  # (B, nW*heads, N, d)
             out = out.reshape(Bw, self.num_heads, N, self.head_dim)  # (Bw, heads, N, d)
         out = out.transpose(1, 2).reshape(Bw, N, C)  # (Bw, N, C)
         return self.proj_drop(self.proj(out))
@@ -238,5 +271,5 @@ class TokenAttention(nn.Module):
             chunks = getattr(self, name)(x if name.startswith("q") else source).chunk(n, dim=-1)
             parts += [chunks[i] for i in range(n)]  # indexed: FX cannot iterate a traced chunk
         q, k, v = (split_heads(t, self.num_heads) for t in parts)  # each (B, heads, N or M, d)
-        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0)
+        out = attend(q, k, v, None, self.attn_drop if self.training else 0.0, self)
         return self.proj_drop(self.proj(merge_heads(out)))

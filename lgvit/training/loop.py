@@ -30,7 +30,7 @@ from .distributed import Dist, close_distributed, gather_objects, init_distribut
 from .ema import ModelEma
 from .engine import NonFiniteLoss, StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from .optim import build_optimizer, warmup_cosine
-from .report import MetricsLog, plot_confusion, plot_curves, write_summary
+from .report import MetricsLog, image_grids, plot_confusion, plot_curves, write_summary
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -428,7 +428,7 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
             log.write(history)
     if d.main:
         log.close()
-        _report(run, history, best)
+        _report(run, history, best, state.raw)
     return TrainResult(state.raw, history, best, run.out, True)
 
 
@@ -450,12 +450,13 @@ def _class_names(run: _Run) -> list[str]:
     return pad_class_names(run.data.classes, run.overrides["num_classes"])
 
 
-def _report(run: _Run, history: list[dict], best: dict) -> None:
-    """curves.png, confusion.png (best weights) and summary.md in the output folder."""
+def _report(run: _Run, history: list[dict], best: dict, model: nn.Module) -> None:
+    """curves.png, confusion.png (best weights), the misclassified and CAM grids (`model`) and summary.md."""
     data, last = run.data, history[-1]
     plot_curves(history, run.out / "curves.png")
     title = f"{run.cfg.model}: {best['top1']:.2f}%"
     plot_confusion(best["confusion"], _class_names(run), run.out / "confusion.png", title)
+    grids = image_grids(model, data.val, _class_names(run), (data.mean, data.std), run.out, run.d.device)
     final = {
         "data": data.root,
         "train_images": len(data.train),
@@ -476,5 +477,5 @@ def _report(run: _Run, history: list[dict], best: dict) -> None:
     }
     if "ema_top1" in last:
         final["ema_top1"] = last["ema_top1"]
-    path = write_summary(run.out, final, data.classes, run.command, dataclasses.asdict(run.cfg))
+    path = write_summary(run.out, final, data.classes, run.command, dataclasses.asdict(run.cfg), grids)
     print(f"best val top-1 {best['top1']:.2f}% ({best['weights']} weights, epoch {best['epoch']}); report: {path}")

@@ -1,4 +1,5 @@
-"""What a run leaves behind: metrics.csv/.jsonl, TensorBoard events, PNG plots and summary.md.
+"""What a run leaves behind: metrics.csv/.jsonl, TensorBoard events, PNG plots (curves, confusion matrix,
+the most confidently misclassified validation images, Grad-CAM overlays) and summary.md.
 
 Every file but TensorBoard's is written atomically (lgvit.files), so a crash never leaves half of one.
 """
@@ -12,7 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 
+from ..explain.cam import grad_cam  # noqa: E402
+from ..explain.figures import display_image, grid_figure  # noqa: E402
+from ..explain.maps import eval_mode  # noqa: E402
 from ..files import atomic_write, atomic_write_text  # noqa: E402
 
 
@@ -100,13 +106,72 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, titl
     _save_png(fig, path)
 
 
+@torch.no_grad()
+def _predict(model: nn.Module, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) labels and (N, classes) probabilities of `data` in eval mode."""
+    labels, probs = [], []
+    with eval_mode(model):
+        for x, y in DataLoader(data, batch_size=128):
+            probs.append(model(x.to(device)).float().softmax(-1).cpu())
+            labels.append(y)
+    return torch.cat(labels), torch.cat(probs)
+
+
+def confident_mistakes(labels: torch.Tensor, probs: torch.Tensor, k: int) -> list[int]:
+    """The up to `k` misclassified samples whose predicted class is most probable, most confident first."""
+    conf, pred = probs.max(-1)
+    wrong = (pred != labels).nonzero().flatten()
+    return wrong[conf[wrong].argsort(descending=True, stable=True)][:k].tolist()
+
+
+def image_grids(
+    model: nn.Module,
+    val: Dataset,
+    classes: list[str],
+    norm: tuple[tuple[float, ...], tuple[float, ...]],
+    out: Path,
+    device: torch.device,
+    prefix: str = "",
+    limit: int = 2000,
+) -> list[str]:
+    """`{prefix}misclassified.png` (the 16 most confidently misclassified of the first `limit` val images,
+    true and predicted label, if any is) and `{prefix}cam.png` (Grad-CAM of the predicted class on the
+    first 8) in `out`; returns the names written. `norm`: the data's (mean, std), to show the images."""
+    data = Subset(val, range(min(limit, len(val))))
+    if not len(data):
+        return []
+    labels, probs = _predict(model, data, device)
+    conf, pred = probs.max(-1)
+    worst = confident_mistakes(labels, probs, 16)
+    written = []
+    if worst:
+        images = [display_image(data[i][0], *norm) for i in worst]
+        titles = [f"true {classes[labels[i]]}\npred {classes[pred[i]]} {100 * conf[i]:.0f}%" for i in worst]
+        written.append(grid_figure(images, titles, out / f"{prefix}misclassified.png").name)
+    first = list(range(min(8, len(data))))
+    x = torch.stack([data[i][0] for i in first])  # (n, C, H, W)
+    cam, _ = grad_cam(model, x.to(device))
+    titles = [f"{classes[pred[i]]} {100 * conf[i]:.0f}%\n(true {classes[labels[i]]})" for i in first]
+    images = [display_image(x[i], *norm) for i in first]
+    written.append(grid_figure(images, titles, out / f"{prefix}cam.png", list(cam.cpu())).name)
+    return written
+
+
 def per_class_table(classes: list[str], per_class: list[float]) -> str:
     rows = [f"| {name} | {acc:.2f} |" for name, acc in zip(classes, per_class, strict=True)]
     return "\n".join(["| class | accuracy (%) |", "|---|---|", *rows])
 
 
-def write_summary(out: Path, final: dict, classes: list[str], command: str, config: dict) -> Path:
-    """summary.md: final numbers, per-class accuracy, the plots, the exact command and the config."""
+_CAPTIONS = {
+    "misclassified.png": "the most confidently misclassified validation images (final weights)",
+    "cam.png": "Grad-CAM of the predicted class on validation images (final weights)",
+}
+
+
+def write_summary(
+    out: Path, final: dict, classes: list[str], command: str, config: dict, images: list[str] = ()
+) -> Path:
+    """summary.md: final numbers, per-class accuracy, the plots (and the `images` grids), the command, the config."""
     lines = [
         "# Training summary",
         "",
@@ -126,6 +191,7 @@ def write_summary(out: Path, final: dict, classes: list[str], command: str, conf
         "",
         "![confusion matrix](confusion.png)",
         "",
+        *(line for name in images for line in (f"![{_CAPTIONS.get(name, name)}]({name})", "")),
         "## Per-class accuracy (best weights)",
         "",
         per_class_table(classes, final["per_class"]),

@@ -1,0 +1,151 @@
+"""The pointing game: does a map's maximum fall on the object? Fashion-MNIST garments on a larger black canvas.
+
+Each test garment (28 x 28) is pasted at a random position of a `--canvas` x `--canvas` black image; its box is
+the tight box of its non-zero pixels. The model is an `lgvit train` checkpoint: trained on such canvases
+(`--make-data DIR` writes them as Fashion-MNIST-style IDX files, train garments on train canvases), or on the
+28 px images and evaluated at the canvas size (every lgvit model runs at any size). Each map is resized to its
+stage's stride-covered size (the stage's h * stride), cropped to the canvas, and scores a hit when its maximum
+lies in the box. Methods:
+
+- `gradcam, stage s`: Grad-CAM of the true class on stage s;
+- `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
+  the last such block of stage s, averaged over heads and query slots (the attention each position receives);
+- `random`: a uniformly random point (the chance level: box area / canvas area).
+
+    python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
+    lgvit train --data data/fashion-canvas-56 --img-size 56 --epochs 3 --output runs/gcvit_canvas
+    python benchmarks/pointing_game.py --checkpoint runs/gcvit_canvas/best.pt [--checkpoint ...] \
+        [--images 1000] [--canvas 56] [--seed 0] [--figures docs/explain]
+"""
+
+import argparse
+import gzip
+import struct
+from pathlib import Path
+
+import torch
+
+from lgvit.data.build import resolve_data_dir
+from lgvit.data.idx import load_idx_split
+from lgvit.explain import attention_maps, grad_cam
+from lgvit.explain.figures import display_image, fit_to_image, panels_figure
+from lgvit.tools.inference import from_checkpoint
+
+
+def canvases(n: int, side: int, seed: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, 1, side, side) uint8 canvases of `split`'s garments, (n,) labels, (n, 4) boxes (top, left, bottom,
+    right; inclusive)."""
+    images, labels = load_idx_split(resolve_data_dir(None), split)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(images), generator=g)[:n]
+    out = torch.zeros(n, 1, side, side, dtype=torch.uint8)
+    boxes = torch.zeros(n, 4, dtype=torch.long)
+    for k, i in enumerate(pick.tolist()):
+        top, left = torch.randint(0, side - 27, (2,), generator=g).tolist()
+        out[k, :, top : top + 28, left : left + 28] = images[i]
+        rows, cols = images[i][0].nonzero(as_tuple=True)
+        boxes[k] = torch.tensor([top + rows.min(), left + cols.min(), top + rows.max(), left + cols.max()])
+    return out, labels[pick], boxes
+
+
+def _write_idx(path: Path, t: torch.Tensor) -> None:
+    """A uint8 tensor as a gzipped IDX file (magic 0x08 = unsigned byte, then the sizes)."""
+    header = struct.pack(">I", 0x0800 + t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)
+    path.write_bytes(gzip.compress(header + t.contiguous().numpy().tobytes(), compresslevel=1))
+
+
+def make_data(root: Path, side: int, train: int, seed: int) -> None:
+    """Fashion-MNIST-layout IDX files of canvases: `train` train garments, 2000 test garments (another seed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, split, n, s in (("train", "train", train, seed), ("t10k", "val", 2000, seed + 1)):
+        images, labels, _ = canvases(n, side, s, split)
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[:, 0])
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+    print(f"wrote {train} train and 2000 val canvases of {side} px to {root}")
+
+
+def hits(m: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B,) whether each (B, side, side) map's maximum is inside its box."""
+    flat = m.flatten(1).argmax(1)
+    y, x = flat // m.shape[2], flat % m.shape[2]
+    return (y >= boxes[:, 0]) & (y <= boxes[:, 2]) & (x >= boxes[:, 1]) & (x <= boxes[:, 3])
+
+
+def _label(model: torch.nn.Module, name: str) -> str:
+    """The method's name for an attention module."""
+    stage = int(name.split(".")[1])
+    if getattr(model.get_submodule(name), "global_query", False):
+        return f"global query, stage {stage}"
+    if "attn_grid" in name or "attn_block" in name:
+        return f"{'grid' if 'attn_grid' in name else 'block'} attention, stage {stage}"
+    return f"{'local ' if hasattr(model.stages[0], 'global_block') else ''}attention, stage {stage}"
+
+
+def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, side: int) -> dict[str, torch.Tensor]:
+    """Every method's (B, side, side) map of the batch `x` (true labels `y`); later blocks of a kind win."""
+    out = {}
+    for name, m in attention_maps(model, x).items():
+        stage = int(name.split(".")[1])
+        out[_label(model, name)] = fit_to_image(m.mean((1, 2)), (side, side), model.feature_info[stage]["reduction"])
+    for stage, level in enumerate(model.feature_info):
+        cam, _ = grad_cam(model, x, y, stage)
+        out[f"Grad-CAM, stage {stage}"] = fit_to_image(cam, (side, side), level["reduction"])
+    out["random"] = torch.rand(x.shape[0], side, side)
+    return out
+
+
+def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
+    """Pointing-game accuracy (%) of every method of one checkpoint; writes its example figure if asked."""
+    loaded = from_checkpoint(checkpoint)
+    model = loaded.model.eval()
+    images, labels, boxes = canvases(args.images, args.canvas, args.seed)
+    mean, std = torch.tensor(loaded.mean)[:, None, None], torch.tensor(loaded.std)[:, None, None]
+    scores: dict[str, int] = {}
+    correct = 0
+    for i in range(0, len(images), 50):
+        x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
+        y = labels[i : i + 50]
+        maps = method_maps(model, x, y, args.canvas)
+        for k, m in maps.items():
+            scores[k] = scores.get(k, 0) + int(hits(m, boxes[i : i + 50]).sum())
+        with torch.no_grad():
+            correct += int((model(x).argmax(-1) == y).sum())
+        if i == 0 and args.figures:
+            _figure(loaded, x, maps, boxes[0], Path(args.figures) / f"pointing_{Path(checkpoint).parent.name}.png")
+    n = len(images)
+    print(f"{loaded.label}: top-1 on the {args.canvas} px canvases {100 * correct / n:.1f}%")
+    return {k: 100 * v / n for k, v in scores.items()}
+
+
+def _figure(loaded: object, x: torch.Tensor, maps: dict[str, torch.Tensor], box: torch.Tensor, path: Path) -> None:
+    image = display_image(x[0], loaded.mean, loaded.std)
+    panels = [(k, m[0]) for k, m in maps.items() if k != "random"]
+    title = f"box: rows {box[0]}-{box[2]}\ncols {box[1]}-{box[3]}"
+    panels_figure(image, title, [("", panels)], path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", default=[], help="an lgvit train checkpoint (repeatable)")
+    p.add_argument("--make-data", default=None, help="write train/val canvases as IDX files to this folder")
+    p.add_argument("--train-images", type=int, default=15000, help="train canvases, with --make-data")
+    p.add_argument("--images", type=int, default=1000, help="test garments to place")
+    p.add_argument("--canvas", type=int, default=84, help="canvas side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="placements (--make-data uses it and the next seed)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the random baseline
+    if args.make_data:
+        make_data(Path(args.make_data), args.canvas, args.train_images, args.seed)
+    for ckpt in args.checkpoint:
+        scores = play(ckpt, args)
+        print(f"\n| method ({Path(ckpt).parent.name}) | pointing-game accuracy |\n|---|---|")
+        for k, v in scores.items():
+            print(f"| {k} | {v:.1f}% |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

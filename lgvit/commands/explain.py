@@ -1,0 +1,113 @@
+"""`lgvit explain`: PNGs of where a model looks in each image: attention per head, GC ViT's global-query
+attention, attention rollout or Grad-CAM, blended on the image with the top-k predictions in the title.
+
+Images and weights are read as `lgvit predict` reads them (the same errors); an unreadable image is
+reported on stderr and the others are still explained, the exit status is then 2.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..training.distributed import DEVICE_HELP
+
+METHODS = ("attention", "global", "rollout", "gradcam")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="draw attention maps, global-query maps or Grad-CAM on images")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="best.pt or last.pt written by lgvit train")
+    src.add_argument("--pretrained", help="pretrained tag, file or hub id (with --model)")
+    p.add_argument("--model", help="registered model name, with --pretrained")
+    p.add_argument("--labels", help="text file with one class name a line, with --pretrained")
+    p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto", help="as in lgvit predict")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="attention",
+        help="attention: every head of a stage's last block; global: GC ViT's global-query attention; "
+        "rollout: attention rollout (DeiT, LocalViT, TNT); gradcam: Grad-CAM per stage",
+    )
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="stage (block for DeiT/TNT) to show (default: the last; Grad-CAM: every stage, or the level "
+        "before the last for class-token models)",
+    )
+    p.add_argument("--topk", type=int, default=3, help="how many predictions the title lists")
+    p.add_argument("--out", default="explain", help="folder for the PNGs (default: ./explain)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The flags' own errors, found before any model is loaded (as `lgvit predict`'s)."""
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, not {args.topk}")
+    if args.checkpoint and args.labels:
+        raise ValueError("--labels goes with --pretrained: a checkpoint carries its own class names")
+    if args.pretrained and not args.model:
+        raise ValueError("--pretrained needs --model NAME (see lgvit models)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder: give a folder for the PNGs")
+    if not any(Path(path).is_file() for path in args.images):
+        raise FileNotFoundError(f"no such image file: {', '.join(args.images)}")
+
+
+def _check_method(model: object, method: str, label: str) -> None:
+    """The method's needs, checked on the loaded model before any image is read."""
+    if method == "global" and not any(getattr(m, "global_query", False) for m in model.modules()):
+        raise ValueError(f"--method global needs a GC ViT (gcvit_*): {label} has no global-query attention")
+    if method == "rollout" and not hasattr(model, "blocks"):
+        raise ValueError(
+            f"--method rollout needs a class-token model with one stack of blocks (DeiT, LocalViT, TNT), "
+            f"not {label}: use --method attention or gradcam"
+        )
+
+
+def _stems(paths: list[str]) -> list[str]:
+    """Output names: each image's file stem, numbered where two images share one."""
+    stems = [Path(p).stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import UnreadableImage, load_image, pil_mode, read_labels
+    from ..explain.figures import display_image, explain_image
+    from ..tools.inference import from_checkpoint, from_pretrained
+    from ..training.distributed import pick_device
+
+    _check_args(args)
+    device = pick_device(args.device)
+    labels = read_labels(args.labels) if args.labels else None
+    if args.checkpoint:
+        loaded = from_checkpoint(args.checkpoint, args.weights)
+    else:
+        loaded = from_pretrained(args.model, args.pretrained, labels, ema=args.weights == "ema")
+    model, transform, mode = loaded.model.to(device).eval(), loaded.transform(), pil_mode(loaded.in_chans)
+    _check_method(model, args.method, loaded.label)
+    failed = 0
+    for path, stem in zip(args.images, _stems(args.images), strict=True):
+        try:
+            x = transform(load_image(path, mode)).unsqueeze(0)  # (1, C, H, W)
+        except UnreadableImage as e:
+            failed += 1
+            print(f"lgvit explain: error: {e}", file=sys.stderr)
+            continue
+        image = display_image(x[0], loaded.mean, loaded.std)
+        written = explain_image(
+            model, x.to(device), image, loaded.classes, args.method, args.stage, args.topk, Path(args.out) / stem
+        )
+        print(f"{path}: " + ", ".join(str(p) for p in written))
+    if failed:
+        print(
+            f"lgvit explain: error: {failed} of {len(args.images)} images could not be read (above); "
+            "the others were explained",
+            file=sys.stderr,
+        )
+        return 2
+    return 0

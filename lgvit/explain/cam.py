@@ -1,0 +1,69 @@
+"""Grad-CAM (Selvaraju et al., 2017) on any stage of any lgvit model, NCHW maps or tokens alike.
+
+Written here rather than taken from `grad-cam` (pytorch-grad-cam): that library wants one NCHW target
+layer per model plus a per-family `reshape_transform` for token and NHWC stages, resizes the map to the
+input with OpenCV and returns NumPy, and brings OpenCV and scikit-learn along. The stage outputs that
+`feature_info` names are enough: a forward hook keeps the activation, autograd gives its gradient.
+"""
+
+import torch
+from torch import nn
+
+from .maps import eval_mode
+
+
+def _as_map(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A stage output as (B, C, h, w): NCHW maps as they are, (B, prefix + h*w, C) tokens without the prefix."""
+    if t.ndim == 4:
+        return t
+    B, L, C = t.shape
+    return t[:, L - grid[0] * grid[1] :].transpose(1, 2).reshape(B, C, *grid)  # (B, C, h, w)
+
+
+def default_stage(model: nn.Module) -> int:
+    """The last level whose every token reaches the logits: the last stage, or for a class-token model
+    the level before the last (after the last block the classifier reads the class token only)."""
+    return -2 if model.head.pool == "token" else -1
+
+
+def _level(model: nn.Module, stage: int | None) -> dict:
+    """`feature_info[stage]`, checked: in range, and not a class-token model's last level."""
+    info, n = model.feature_info, len(model.feature_info)
+    stage = default_stage(model) if stage is None else stage
+    if not -n <= stage < n:
+        raise ValueError(f"--stage {stage} is out of range: {type(model).__name__} has levels 0 to {n - 1}")
+    if model.head.pool == "token" and stage % n == n - 1:
+        raise ValueError(
+            f"--stage {stage} is the last level of a class-token model: only its class token reaches the logits, "
+            f"so the patches' gradients are zero; choose an earlier level (default {n - 2})"
+        )
+    return info[stage]
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`).
+
+    relu(sum_c mean_hw(d score / d A_c) * A_c) per image, divided by its maximum: (B, h, w) in [0, 1] at
+    the level's resolution (h = ceil(H / reduction) for the hierarchical models, H / patch for tokens).
+    `target`: (B,) class indices whose score is explained (default: each image's top class). Returns
+    (cam, logits); the logits are the eval forward's, with gradients on (float rounding apart from no_grad).
+    """
+    level = _level(model, stage)
+    kept: list[torch.Tensor] = []
+    hook = model.get_submodule(level["module"]).register_forward_hook(
+        lambda m, i, o: kept.append(o[-1] if isinstance(o, tuple) else o)  # TNT's blocks: (pixels, patches)
+    )
+    try:
+        with eval_mode(model), torch.enable_grad():
+            logits = model(x.detach().requires_grad_(True))  # a graph even if every weight is frozen
+            target = logits.argmax(-1) if target is None else target.to(logits.device)
+            (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[-1])
+    finally:
+        hook.remove()
+    r = level["reduction"]
+    grid = (x.shape[-2] // r, x.shape[-1] // r)
+    act, grad = _as_map(kept[-1].detach(), grid), _as_map(grad, grid)  # each (B, C, h, w)
+    cam = (grad.mean((2, 3), keepdim=True) * act).sum(1).clamp_min(0)  # (B, h, w)
+    return cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-12), logits.detach()
