@@ -6,16 +6,19 @@ may import are in docs/architecture.md.
 
 from .convert import CheckpointError
 from .data import transform_for
+from .dense import create_backbone, create_segmenter
 from .factory import create_model, load_weights, read_state_dict, save_weights
 from .registry import get_spec, list_models
 
 __all__ = [
     "CheckpointError",
+    "create_backbone",
     "create_model",
     "get_spec",
     "list_models",
     "load_weights",
     "read_state_dict",
+    "create_segmenter",
     "save_weights",
     "transform_for",
 ]
