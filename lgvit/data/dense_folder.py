@@ -11,6 +11,7 @@ its annotation or label map raises when it is read, naming both files.
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +128,16 @@ class CocoFolder(Dataset):
             "image_id": int(info["id"]),
         }
         if self.masks:
-            shape = (len(anns), img.height, img.width)
-            target["masks"] = torch.from_numpy(np.stack([self._mask(a, info) for a in anns])).bool().reshape(shape)
+            masks = [torch.from_numpy(self._mask(a, info)).bool() for a in anns]
+            target["masks"] = torch.stack(masks) if masks else torch.zeros(0, img.height, img.width, dtype=torch.bool)
         return _to_tensor(img), target
 
     def _mask(self, ann: dict, info: dict) -> np.ndarray:
         """The annotation's (H, W) mask; an annotation without a segmentation is filled from its box."""
         if ann.get("segmentation"):
-            return self.coco.annToMask(ann)
+            with warnings.catch_warnings():  # pycocotools' decode predates numpy 2's copy keyword
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self.coco.annToMask(ann)
         x, y, w, h = ann["bbox"]
         mask = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         mask[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
