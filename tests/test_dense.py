@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 import lgvit
@@ -44,21 +44,22 @@ def _anchors(levels: int) -> AnchorGenerator:
     return AnchorGenerator(tuple((16 * 2**i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
 
 
+RCNN = dict(  # few proposals and samples: fast, and still every part of the R-CNNs runs
+    rpn_batch_size_per_image=32,
+    box_batch_size_per_image=32,
+    box_detections_per_img=10,
+    rpn_pre_nms_top_n_train=64,
+    rpn_post_nms_top_n_train=32,
+    rpn_pre_nms_top_n_test=64,
+    rpn_post_nms_top_n_test=32,
+    box_score_thresh=0.0,
+)
+
+
 def _faster_rcnn(name: str, overrides: dict) -> FasterRCNN:
     backbone = lgvit.create_backbone(name, fpn=32, **overrides)
-    sampling = dict(rpn_batch_size_per_image=32, box_batch_size_per_image=32, box_detections_per_img=10)
-    proposals = dict(rpn_pre_nms_top_n_train=64, rpn_post_nms_top_n_train=32, rpn_pre_nms_top_n_test=64)
-    return FasterRCNN(
-        backbone,
-        num_classes=11,
-        rpn_anchor_generator=_anchors(len(backbone.names)),
-        rpn_post_nms_top_n_test=32,
-        box_score_thresh=0.0,
-        representation_size=32,
-        **sampling,
-        **proposals,
-        **DETECT,
-    )
+    anchors = _anchors(len(backbone.names))
+    return FasterRCNN(backbone, 11, rpn_anchor_generator=anchors, representation_size=32, **RCNN, **DETECT)
 
 
 def _retinanet(name: str, overrides: dict) -> RetinaNet:
@@ -100,6 +101,23 @@ def test_every_staged_family_trains_and_detects_in_faster_rcnn(family: str, scen
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_staged_family_trains_and_detects_in_retinanet(family: str, scenes: FashionScenes) -> None:
     _check_detector(_retinanet(*FAMILIES[family]), scenes)
+
+
+def test_mask_rcnn_and_fcos_take_the_backbone(scenes: FashionScenes) -> None:
+    """The other two detectors of the contract, on GC ViT: Mask R-CNN learns from the scenes' masks too."""
+    name, overrides = FAMILIES["gcvit"]
+    backbone = lgvit.create_backbone(name, fpn=32, **overrides)
+    mask_rcnn = MaskRCNN(backbone, 11, rpn_anchor_generator=_anchors(4), **RCNN, **DETECT)
+    images, targets = zip(*(scenes[i] for i in range(2)), strict=True)
+    losses = mask_rcnn.train()(list(images), list(targets))
+    assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        assert mask_rcnn.eval()([images[0]])[0]["masks"].shape[-2:] == images[0].shape[-2:]
+    fcos_backbone = lgvit.create_backbone(name, fpn=32, extra_levels=2, **overrides)
+    anchors = AnchorGenerator(tuple((8 * 2**i,) for i in range(5)), ((1.0,),) * 5)  # FCOS: one point per cell
+    fcos = FCOS(fcos_backbone, 11, anchor_generator=anchors, score_thresh=0.0, topk_candidates=20, **DETECT)
+    losses = fcos.train()(list(images), [{k: t[k] for k in ("boxes", "labels")} for t in targets])
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
