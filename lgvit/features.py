@@ -68,7 +68,8 @@ class FeatureMaps(nn.Module):
             stages (no gradients, kept in eval mode); the number of stages freezes the whole model.
         norm_eval: keep every BatchNorm in eval mode (running statistics frozen) while training.
 
-    `out_channels`, `strides` and `feature_info` describe the returned maps, in order.
+    `out_channels`, `strides` and `feature_info` describe the returned maps, in order; `pretrained_cfg` is the
+    model's preprocessing.
     """
 
     def __init__(
@@ -98,6 +99,11 @@ class FeatureMaps(nn.Module):
         for p in self._frozen().parameters():
             p.requires_grad_(False)
         self.train()
+
+    @property
+    def pretrained_cfg(self) -> dict | None:
+        """The wrapped model's preprocessing (mean, std, input size): what its weights expect."""
+        return getattr(self.model, "pretrained_cfg", None)
 
     def _frozen(self) -> nn.Module:
         """The modules `frozen_stages` freezes, as one container."""

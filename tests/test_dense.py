@@ -173,6 +173,7 @@ def test_pretrained_classification_weights_load_with_the_head_dropped(tmp_path) 
     lgvit.save_weights(classifier, path)
     backbone = lgvit.create_backbone(name, pretrained=path, fpn=None, **overrides).eval()
     assert isinstance(backbone.body.model.head.fc, nn.Identity)
+    assert backbone.body.pretrained_cfg["input_size"] == classifier.pretrained_cfg["input_size"]
     x = torch.randn(1, 1, 48, 80)
     with torch.no_grad():
         want = classifier.forward_intermediates(x, intermediates_only=True)
