@@ -1,7 +1,7 @@
 """lgvit: local-global vision transformers, exact against the reference code, at any input size.
 
-The public API: build a registered model, load and save weights. The rooms behind it and what each
-may import are in docs/architecture.md.
+The public API: build a registered model, load and save weights, make it a detection or segmentation
+backbone. The rooms behind it and what each may import are in docs/architecture.md.
 """
 
 from .convert import CheckpointError
@@ -14,11 +14,11 @@ __all__ = [
     "CheckpointError",
     "create_backbone",
     "create_model",
+    "create_segmenter",
     "get_spec",
     "list_models",
     "load_weights",
     "read_state_dict",
-    "create_segmenter",
     "save_weights",
     "transform_for",
 ]
