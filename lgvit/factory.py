@@ -7,6 +7,7 @@ checkpoint layout maps to lgvit's), so neither needs the other. Loading never un
 import dataclasses
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .convert import CheckpointError
 from .convert import metadata as file_meta
 from .convert.common import table_window
 from .convert.reading import check_file, file_kind, first_line, load_torch
+from .features import FeatureMaps, check_out_indices, check_staged
 from .files import atomic_write
 from .layers import resize_rel_pos_table
 from .models.base import ClassifierConfig
@@ -245,7 +247,13 @@ def _fit(
 
 
 def create_model(
-    name: str, pretrained: bool | str | os.PathLike | None = None, *, pretrained_ema: bool = False, **overrides
+    name: str,
+    pretrained: bool | str | os.PathLike | None = None,
+    *,
+    pretrained_ema: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **overrides,
 ) -> nn.Module:
     """Builds a registered model.
 
@@ -256,6 +264,9 @@ def create_model(
             layout); or a hub id. An lgvit file (`save_weights`, `lgvit convert`) also gives its config
             overrides (e.g. num_classes=5, in_chans=1), its preprocessing and class names (`label_names`).
         pretrained_ema: load a training file's EMA weights instead of its raw ones (see `read_state_dict`).
+        features_only: return the stage maps instead (timm's convention): a `features.FeatureMaps` whose
+            forward gives a list of NCHW maps, with `out_channels`, `strides` and `feature_info`.
+        out_indices: with features_only, the stages to return (None: all).
         **overrides: config fields, e.g. num_classes, in_chans, drop_path_rate, img_size; they win over
             a file's. A num_classes different from the checkpoint's gives a new, randomly initialised head.
 
@@ -263,6 +274,8 @@ def create_model(
     saved ones; for random weights, the default tag's, or (a model without tags) its native size and
     channels with mean and std None (normalise with your data's statistics).
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects feature maps: pass features_only=True with it")
     spec = get_spec(name)
     source = _pretrained_source(spec, pretrained)
     defaults = {}
@@ -276,9 +289,12 @@ def create_model(
     model.spec = spec
     tag = spec.tags.get(spec.default_tag)
     model.pretrained_cfg = _tag_cfg(tag) if tag else _native_cfg(spec, cfg)
+    if features_only:  # before any weights load
+        check_staged(model)
+        check_out_indices(model, out_indices)
     if source is not None:
         load_weights(model, source, ignore_head="num_classes" in overrides, ema=pretrained_ema)
-    return model
+    return FeatureMaps(model, out_indices) if features_only else model
 
 
 def _pretrained_source(spec: ModelSpec, pretrained: object) -> str | None:

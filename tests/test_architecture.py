@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "lgvit"
 
 # room -> the rooms it may import (besides itself); docs/architecture.md draws the same picture
-_CORE = {"training", "data", "factory", "registry", "models", "convert", "layers", "constants", "files"}
+_CORE = {"training", "data", "factory", "features", "registry", "models", "convert", "layers", "constants", "files"}
 ROOMS: dict[str, set[str]] = {
     "constants": set(),
     "files": set(),
@@ -21,7 +21,9 @@ ROOMS: dict[str, set[str]] = {
     "models": {"layers", "constants"},
     "convert": {"layers"},
     "registry": {"models", "convert"},
-    "factory": {"registry", "models", "convert", "layers", "files", "constants"},
+    "features": {"models", "layers"},
+    "factory": {"registry", "models", "convert", "layers", "files", "constants", "features"},
+    "dense": {"factory", "features", "registry", "models", "layers"},
     "data": {"constants", "files"},
     "explain": {"models", "layers", "files"},
     "training": _CORE - {"training"} | {"explain"},  # explain: the report's CAM grid
@@ -29,7 +31,7 @@ ROOMS: dict[str, set[str]] = {
     "export": _CORE | {"__init__"},  # __init__: the version it writes into the files
     "commands": _CORE | {"tools", "export", "explain"},
     "cli": {"commands", "__init__"},
-    "__init__": {"factory", "registry", "convert", "data"},
+    "__init__": {"factory", "registry", "convert", "data", "dense"},
     "__main__": {"cli"},
 }
 

@@ -1,0 +1,55 @@
+"""What torchvision's batch padding does to a backbone's maps: one image alone vs the same image zero-padded
+(as `GeneralizedRCNNTransform` pads it next to a larger image), compared over the cells inside the image.
+
+Random weights, perturbed so that zero-initialised tables and biases matter too; the numbers are relative L2
+changes per stage.
+
+    python benchmarks/dense_padding.py [--size 67 93] [--padded 96 128]
+"""
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lgvit
+
+MODELS = {
+    "gcvit_fmnist": {},
+    "swin_fmnist": {},
+    "maxvit_fmnist": {},
+    "pvt_tiny": dict(in_chans=1, embed_dims=(32, 64, 96, 128), num_heads=(1, 2, 2, 4), depths=(1, 1, 1, 1)),
+}
+
+
+def perturb_(model: nn.Module) -> None:
+    """Adds N(0, 0.05) noise to every parameter (bias tables start at zero and would hide the layout)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs=2, default=(67, 93), metavar=("H", "W"))
+    parser.add_argument("--padded", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    (h, w), (ph, pw) = args.size, args.padded
+    x = torch.rand(1, 1, h, w) - 0.5  # (1, 1, H, W), normalised: the padding zeros are the mean
+    padded = F.pad(x, (0, pw - w, 0, ph - h))  # (1, 1, pH, pW)
+    for name, overrides in MODELS.items():
+        backbone = lgvit.create_backbone(name, fpn=None, **overrides).eval()
+        perturb_(backbone.body.model)
+        with torch.no_grad():
+            alone, beside = backbone(x).values(), backbone(padded).values()
+        changes = []
+        for a, b, s in zip(alone, beside, backbone.strides, strict=True):
+            a, b = a[..., : h // s, : w // s], b[..., : h // s, : w // s]  # the cells inside the image
+            changes.append(f"stride {s}: {float((a - b).norm() / a.norm()):.3f}")
+        print(f"{name:14s} " + ", ".join(changes))
+
+
+if __name__ == "__main__":
+    main()
