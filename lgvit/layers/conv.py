@@ -42,7 +42,7 @@ class FusedMBConv(nn.Module):
         self.conv_pw = nn.Conv2d(dim, dim, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.conv_dw.weight.requires_grad):
+        if tracing() or (torch.is_grad_enabled() and (x.requires_grad or self.conv_dw.weight.requires_grad)):
             return x + self.conv_pw(self.se(self.act(self.conv_dw(x))))
         # inference: GELU, the SE gate and the residual add overwrite this block's own temporaries,
         # which saves allocating (and page-faulting) three full-size maps per call (measured on the stem)
