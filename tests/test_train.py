@@ -472,3 +472,18 @@ def test_a_run_removes_the_temp_files_a_killed_write_left(shapes_idx: Path, tmp_
     result = train(TrainConfig(output=str(tmp_path), epochs=1, **FAST), data=_small_bundle(shapes_idx, 64))
     assert result.completed and not stale.exists() and kept.read_text() == "mine"
     assert not list(tmp_path.glob(".*.*.tmp"))
+
+
+def test_compile_flag_compiles_the_model_with_dynamic_shapes(
+    shapes_idx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the last, smaller batch and the evaluation batches must reuse the graph: dynamic=True, not a recompile each
+    calls = []
+
+    def record(model, **options):
+        calls.append(options)
+        return model  # run eagerly: the wiring is under test here, not the compiler
+
+    monkeypatch.setattr(torch, "compile", record)
+    result = train(TrainConfig(output=str(tmp_path), epochs=1, compile=True, **FAST), data=_small_bundle(shapes_idx))
+    assert result.completed and calls == [{"dynamic": True}]
