@@ -10,19 +10,14 @@ import sys
 from pathlib import Path
 
 from ..training.distributed import DEVICE_HELP
+from .predict import add_source_args, check_source_args, load_source
 
 METHODS = ("attention", "global", "rollout", "gradcam")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="draw attention maps, global-query maps or Grad-CAM on images")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="best.pt or last.pt written by lgvit train")
-    src.add_argument("--pretrained", help="pretrained tag, file or hub id (with --model)")
-    p.add_argument("--model", help="registered model name, with --pretrained")
-    p.add_argument("--labels", help="text file with one class name a line, with --pretrained")
-    p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto", help="as in lgvit predict")
+    add_source_args(p)
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -45,17 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """The flags' own errors, found before any model is loaded (as `lgvit predict`'s)."""
-    if args.topk < 1:
-        raise ValueError(f"--topk must be at least 1, not {args.topk}")
-    if args.checkpoint and args.labels:
-        raise ValueError("--labels goes with --pretrained: a checkpoint carries its own class names")
-    if args.pretrained and not args.model:
-        raise ValueError("--pretrained needs --model NAME (see lgvit models)")
+    """The flags' own errors, found before any model is loaded (`lgvit predict`'s, then --out's)."""
+    check_source_args(args)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder: give a folder for the PNGs")
-    if not any(Path(path).is_file() for path in args.images):
-        raise FileNotFoundError(f"no such image file: {', '.join(args.images)}")
 
 
 def _check_method(model: object, method: str, label: str) -> None:
@@ -76,18 +64,13 @@ def _stems(paths: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import UnreadableImage, load_image, pil_mode, read_labels
+    from ..data import UnreadableImage, load_image, pil_mode
     from ..explain.figures import display_image, explain_image
-    from ..tools.inference import from_checkpoint, from_pretrained
     from ..training.distributed import pick_device
 
     _check_args(args)
     device = pick_device(args.device)
-    labels = read_labels(args.labels) if args.labels else None
-    if args.checkpoint:
-        loaded = from_checkpoint(args.checkpoint, args.weights)
-    else:
-        loaded = from_pretrained(args.model, args.pretrained, labels, ema=args.weights == "ema")
+    loaded = load_source(args)
     model, transform, mode = loaded.model.to(device).eval(), loaded.transform(), pil_mode(loaded.in_chans)
     _check_method(model, args.method, loaded.label)
     failed = 0

@@ -13,6 +13,15 @@ from ..training.distributed import DEVICE_HELP
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a checkpoint or pretrained weights")
+    add_source_args(p)
+    p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """The images and where the weights come from: the flags `lgvit predict` and `lgvit explain` share."""
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="best.pt or last.pt written by lgvit train")
@@ -30,14 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto: of a --checkpoint whichever validated best, of --pretrained files the raw weights; "
         "model: the raw weights; ema: the EMA weights (state_dict_ema, model_ema, ema)",
     )
-    p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run)
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """The flags' own errors, found before any model is loaded."""
+def check_source_args(args: argparse.Namespace) -> None:
+    """The shared flags' own errors (and --topk's), found before any model is loaded."""
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, not {args.topk}")
     if args.checkpoint and args.labels:
@@ -48,18 +53,24 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"no such image file: {', '.join(args.images)}")
 
 
-def run(args: argparse.Namespace) -> int:
+def load_source(args: argparse.Namespace):
+    """The model and its preprocessing (`tools.inference.Loaded`) from --checkpoint or --model/--pretrained."""
     from ..data import read_labels
-    from ..tools.inference import from_checkpoint, from_pretrained, predict_images
+    from ..tools.inference import from_checkpoint, from_pretrained
+
+    if args.checkpoint:
+        return from_checkpoint(args.checkpoint, args.weights)
+    labels = read_labels(args.labels) if args.labels else None
+    return from_pretrained(args.model, args.pretrained, labels, ema=args.weights == "ema")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..tools.inference import predict_images
     from ..training.distributed import pick_device
 
-    _check_args(args)
+    check_source_args(args)
     device = pick_device(args.device)
-    labels = read_labels(args.labels) if args.labels else None
-    if args.checkpoint:
-        loaded = from_checkpoint(args.checkpoint, args.weights)
-    else:
-        loaded = from_pretrained(args.model, args.pretrained, labels, ema=args.weights == "ema")
+    loaded = load_source(args)
     failed = 0
     for pred in predict_images(loaded, args.images, args.topk, device):
         if pred.error:
