@@ -105,12 +105,28 @@ def resize_images(images: torch.Tensor | None, size: int) -> torch.Tensor | None
 
 
 class TensorImages(Dataset):
-    """(N, C, H, W) uint8 images held in memory with labels; grayscale is repeated to `in_chans`."""
+    """(N, C, H, W) uint8 images held in memory with labels; grayscale is repeated to `in_chans`.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, in_chans: int, transform: Callable) -> None:
+    `transform` prepares one image (`ds[i]`); `batch_transform`, if given, the same for a whole uint8 batch
+    (`lgvit.data.batched.InMemoryLoader`).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        in_chans: int,
+        transform: Callable,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if images.shape[1] not in (1, in_chans):
             raise ValueError(f"images have {images.shape[1]} channels; the model wants {in_chans}")
         self.images, self.targets, self.in_chans, self.transform = images, labels, in_chans, transform
+        self.batch_transform = batch_transform
+
+    def raw(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `indices` as a (len(indices), in_chans, H, W) batch, untransformed."""
+        return self.images[indices].expand(-1, self.in_chans, -1, -1)  # (B, C, H, W)
 
     def __len__(self) -> int:
         return len(self.targets)

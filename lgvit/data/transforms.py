@@ -34,7 +34,13 @@ class AugmentConfig:
     erase_prob: float = 0.0  # random-erasing probability
 
 
-def _augment(name: str, magnitude: int) -> list[v2.Transform]:
+def crop_padding(img_size: int) -> int:
+    """The zero padding of the random crop of in-memory images already at `img_size` (2 px at 28 px)."""
+    return max(1, img_size // 14)
+
+
+def augment_ops(name: str, magnitude: int) -> list[v2.Transform]:
+    """The torchvision transforms of an `AUGMENTS` choice."""
     if name == "trivial":
         return [v2.TrivialAugmentWide()]
     if name == "randaug":
@@ -55,12 +61,12 @@ def train_transform(
     if from_files:
         crop = [v2.ToImage(), v2.RandomResizedCrop(img_size, scale=(0.25, 1.0), antialias=True)]
     else:
-        crop = [v2.RandomCrop(img_size, padding=max(1, img_size // 14))]
+        crop = [v2.RandomCrop(img_size, padding=crop_padding(img_size))]
     return v2.Compose(
         [
             *crop,
             v2.RandomHorizontalFlip(),
-            *_augment(augment.augment, augment.magnitude),
+            *augment_ops(augment.augment, augment.magnitude),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean, std),
             v2.RandomErasing(p=augment.erase_prob, value=0) if augment.erase_prob > 0 else v2.Identity(),

@@ -33,6 +33,15 @@ class TrainConfig:
     img_size: int | None = _opt(None, "training and evaluation image side (default: the model's native size)")
     epochs: int = _opt(13, "epochs")
     batch_size: int = _opt(128, "images per optimizer step and process (before accumulation)")
+    val_split: int = _opt(
+        0,
+        "hold out this many training images as the validation split that picks best.pt, and leave the test split"
+        " to `lgvit eval` (0: validate on the test split / val/)",
+    )
+    val_every: int = _opt(1, "validate every N epochs (and after the last)")
+    batch_augment: bool = _opt(
+        True, "augment in-memory (IDX) images a batch at a time with torch ops (the per-image pipeline's policy)"
+    )
     workers: int = _opt(
         0,
         "data-loading processes; 0 loads in the training process (fastest for in-memory IDX data, and resume"
@@ -104,7 +113,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def check_config(cfg: TrainConfig) -> None:
     """Raises a ValueError naming the flag for values no run can use."""
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "accum_steps": cfg.accum_steps}
+    positive = {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "accum_steps": cfg.accum_steps,
+        "val_every": cfg.val_every,
+    }
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -113,8 +127,8 @@ def check_config(cfg: TrainConfig) -> None:
     if not 0 <= cfg.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     _check_kwargs_against_flags(parse_model_kwargs(cfg.model_kwargs), cfg)
-    if cfg.workers < 0 or cfg.warmup_epochs < 0 or not 0 <= cfg.label_smoothing < 1:
-        raise ValueError("--workers and --warmup-epochs must be >= 0 and --label-smoothing in [0, 1)")
+    if cfg.workers < 0 or cfg.warmup_epochs < 0 or cfg.val_split < 0 or not 0 <= cfg.label_smoothing < 1:
+        raise ValueError("--workers, --warmup-epochs and --val-split must be >= 0 and --label-smoothing in [0, 1)")
 
 
 def _check_kwargs_against_flags(kwargs: dict, cfg: TrainConfig) -> None:

@@ -1,6 +1,8 @@
 """Exponential moving average of a model's weights, evaluated beside the model."""
 
 import copy
+import itertools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -23,14 +25,14 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        d = self.current_decay()
-        for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1 - d)
-        for ema_b, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            if ema_b.is_floating_point():
-                ema_b.lerp_(b, 1 - d)
+        averaged, current = [], []
+        for ema_t, t in zip(_tensors(self.module), _tensors(model), strict=True):
+            if ema_t.is_floating_point():
+                averaged.append(ema_t)
+                current.append(t.detach())
             else:
-                ema_b.copy_(b)
+                ema_t.copy_(t)
+        torch._foreach_lerp_(averaged, current, 1 - self.current_decay())  # one multi-tensor op, not a loop
 
     def current_decay(self) -> float:
         """The decay of the latest update, warmed up from the update count."""
@@ -42,3 +44,8 @@ class ModelEma:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+
+
+def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
+    """Parameters, then buffers, in registration order."""
+    return itertools.chain(module.parameters(), module.buffers())

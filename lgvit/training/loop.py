@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 
-from ..data import AugmentConfig, DataBundle, build_data, mix_transform, pad_class_names
+from ..data import AugmentConfig, DataBundle, TensorImages, build_data, mix_transform, pad_class_names
+from ..data.batched import InMemoryLoader
 from ..factory import create_model
 from ..files import probe_writable, remove_stale_temps
 from ..registry import build_config, get_spec
@@ -105,8 +106,17 @@ def train_sampler(ds: Dataset, d: Dist, seed: int, epoch: int) -> DistributedSam
     return sampler
 
 
-def _train_loader(data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix) -> DataLoader:
+def _batched(ds: Dataset, cfg: TrainConfig) -> bool:
+    """Whether `ds` is served whole batches at a time (in-memory images, in this process, not switched off)."""
+    return isinstance(ds, TensorImages) and ds.batch_transform is not None and cfg.batch_augment and not cfg.workers
+
+
+def _train_loader(
+    data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix
+) -> DataLoader | InMemoryLoader:
     sampler = SkipSampler(train_sampler(data.train, d, cfg.seed, epoch), skip_batches * cfg.batch_size)
+    if _batched(data.train, cfg):
+        return InMemoryLoader(data.train, sampler, cfg.batch_size, drop_last=True, mix=mix)
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + d.rank)  # worker seeds
     return DataLoader(
         data.train,
@@ -120,10 +130,12 @@ def _train_loader(data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_
     )
 
 
-def val_loader(ds: Dataset, batch_size: int, workers: int, d: Dist) -> DataLoader:
+def val_loader(ds: Dataset, cfg: TrainConfig, d: Dist) -> DataLoader | InMemoryLoader:
     """This process's strided, unpadded shard of the val set (summed over processes, every image counts once)."""
-    shard = Subset(ds, range(d.rank, len(ds), d.world)) if d.enabled else ds
-    return DataLoader(shard, batch_size, num_workers=workers)
+    shard = range(d.rank, len(ds), d.world)
+    if _batched(ds, cfg):
+        return InMemoryLoader(ds, shard, 2 * cfg.batch_size)
+    return DataLoader(Subset(ds, shard) if d.enabled else ds, 2 * cfg.batch_size, num_workers=cfg.workers)
 
 
 def _refuse_data_conflicts(kwargs: dict, derived: dict[str, int], source: str) -> None:
@@ -282,11 +294,13 @@ def _usable(result: dict) -> bool:
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
+    val = "not validated (--val-every)"
+    if "val_top1" in row:
+        val = f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%"
     ema = f" | EMA top-1 {row['ema_top1']:.2f}%" if "ema_top1" in row else ""
     return (
         f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
-        f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%{ema} | "
-        f"{row['img_s']:.0f} img/s, {row['epoch_seconds']:.0f} s"
+        f"{val}{ema} | {row['img_s']:.0f} img/s, {row['epoch_seconds']:.0f} s"
     )
 
 
@@ -298,7 +312,7 @@ def train_data(cfg: TrainConfig) -> DataBundle:
     _refuse_data_conflicts(kwargs, {"in_chans": chans}, f"the {chans}-channel images {cfg.model} trains on")
     build_config(spec, {**kwargs, "in_chans": chans})  # a bad --model-kwargs value fails before the data is read
     augment = AugmentConfig(cfg.augment, cfg.magnitude, cfg.erase_prob)
-    return build_data(cfg.data, cfg.img_size or native, chans, augment)
+    return build_data(cfg.data, cfg.img_size or native, chans, augment, val_split=cfg.val_split)
 
 
 def _setup(
@@ -400,7 +414,7 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         _announce(run, model)
     log = MetricsLog(run.out, fresh=ckpt is None) if d.main else None
     mix = mix_transform(cfg.num_classes or len(run.data.classes), cfg.mixup, cfg.cutmix)
-    val = val_loader(run.data.val, 2 * cfg.batch_size, cfg.workers, d)
+    val = val_loader(run.data.val, cfg, d)
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch, t0 = epoch, time.perf_counter()
         loader = _train_loader(run.data, cfg, d, epoch, state.step, mix)
@@ -414,12 +428,13 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, **epoch_train_metrics(state, d), "lr": state.optimizer.param_groups[0]["lr"]}
         t1 = time.perf_counter()
-        evaluation, candidate = _evaluate_epoch(run, state, val)
+        validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+        evaluation, candidate = _evaluate_epoch(run, state, val) if validate else ({}, None)
         img_s = run.batches * cfg.batch_size * d.world / seconds
         row.update(evaluation, epoch_seconds=seconds, val_seconds=time.perf_counter() - t1, img_s=img_s)
         history.append(row)
         state.epoch, state.step, state.sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        improved = _usable(candidate) and candidate["top1"] > best["top1"]
+        improved = candidate is not None and _usable(candidate) and candidate["top1"] > best["top1"]
         if improved:
             best = {**candidate, "epoch": epoch + 1}
         _save(run, state, history, best, ("last.pt", "best.pt") if improved else ("last.pt",))
@@ -461,6 +476,7 @@ def _report(run: _Run, history: list[dict], best: dict, model: nn.Module) -> Non
         "data": data.root,
         "train_images": len(data.train),
         "val_images": len(data.val),
+        "val_from": data.val_from,
         "skipped": len(data.skipped),
         "epochs_done": last["epoch"],
         "train_minutes": sum(r["epoch_seconds"] for r in history) / 60,

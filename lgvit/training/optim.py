@@ -17,7 +17,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
+    """AdamW over `param_groups`, with the multi-tensor (foreach) update: torch picks it only on GPUs, and on
+    the CPU it makes a gcvit_fmnist training step 1.2x faster (docs/training.md, "Where an epoch goes")."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), foreach=True)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float):

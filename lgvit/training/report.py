@@ -67,14 +67,19 @@ def _save_png(fig: plt.Figure, path: Path) -> None:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss (train, val) and accuracy (train, val, EMA) per epoch, side by side."""
-    epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("ema_loss", "val (EMA)")):
-        if all(key in r for r in history):
-            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=label)
-    for key, label in (("train_acc", "train"), ("val_top1", "val top-1"), ("ema_top1", "val top-1 (EMA)")):
-        if all(key in r for r in history):
-            ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=label)
+    curves = (
+        (ax_loss, "train_loss", "train"),
+        (ax_loss, "val_loss", "val"),
+        (ax_loss, "ema_loss", "val (EMA)"),
+        (ax_acc, "train_acc", "train"),
+        (ax_acc, "val_top1", "val top-1"),
+        (ax_acc, "ema_top1", "val top-1 (EMA)"),
+    )
+    for ax, key, label in curves:
+        rows = [r for r in history if key in r]  # validation may skip epochs (--val-every)
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
@@ -178,7 +183,8 @@ def write_summary(
         f"- model: `{config['model']}`, data: `{final['data']}` ({final['train_images']} train / "
         f"{final['val_images']} val images, {len(classes)} classes"
         + (f", {final['skipped']} unreadable files skipped" if final.get("skipped") else "")
-        + ")",
+        + ")"
+        + (f"; validated on {final['val_from']}" if "val_from" in final else ""),
         f"- epochs: {final['epochs_done']} of {config['epochs']}, training {final['train_minutes']:.1f} min + "
         f"validation {final['val_minutes']:.1f} min, "
         f"{final['img_s']:.0f} train images/s, {final['processes']} process(es) on {final['device']}",
