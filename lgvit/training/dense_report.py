@@ -1,0 +1,131 @@
+"""What a dense run (`--task detect|segment`) leaves beside its checkpoints: curves.png (loss and metrics per
+epoch), predictions.png (val images: ground truth left, prediction right) and summary.md linking both."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+from ..dense.draw import draw_boxes, draw_label_map, save_grid  # noqa: E402
+from ..explain.maps import eval_mode  # noqa: E402
+from ..files import atomic_write, atomic_write_text  # noqa: E402
+from .tasks import DenseData, DenseTask  # noqa: E402
+
+SHOWN = 6  # val images in predictions.png
+
+_NAMES = {  # what each metric is, for the summary
+    "map": "COCO box mAP@[.5:.95]",
+    "map50": "box mAP@.5",
+    "map75": "box mAP@.75",
+    "mar100": "box mAR@100",
+    "loss": "cross-entropy",
+    "miou": "mIoU",
+    "pixel_acc": "pixel accuracy",
+}
+
+
+def plot_dense_curves(history: list[dict], metrics: tuple[str, ...], path: Path) -> None:
+    """Training (and val, when measured) loss, and the val (and EMA) metrics per epoch, side by side."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "val_loss", "ema_loss"):
+        if all(key in r for r in history):
+            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
+    for k in metrics:
+        for prefix in ("val", "ema"):
+            if k != "loss" and all(f"{prefix}_{k}" in r for r in history):
+                ax_metric.plot(epochs, [r[f"{prefix}_{k}"] for r in history], marker="o", label=f"{prefix} {k}")
+    for ax, title in ((ax_loss, "loss"), (ax_metric, "val metrics (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+@torch.no_grad()
+def prediction_pictures(
+    task: DenseTask, model: nn.Module, data: DenseData, val: Dataset, device: torch.device, n: int = SHOWN
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ground truth, prediction) pictures of the first `n` images of `val`, drawn from `model` in eval mode."""
+    collate, pairs = task.collate(data), []
+    with eval_mode(model):
+        for i in range(min(n, len(val))):
+            image, target = val[i]
+            x, y = collate([(image, target)])
+            if task.name == "detect":
+                pred = {k: v.cpu() for k, v in model(list(x.to(device)))[0].items()}
+                pairs.append((draw_boxes(image, y[0], data.classes), draw_boxes(image, pred, data.classes)))
+            else:
+                pred = model(x.to(device))[0].argmax(0).cpu()  # (H, W)
+                k = len(data.classes)
+                pairs.append((draw_label_map(image, target, k), draw_label_map(image, pred, k)))
+    return pairs
+
+
+def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
+    return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
+
+
+def dense_report(
+    task: DenseTask,
+    data: DenseData,
+    history: list[dict],
+    best: dict,
+    model: nn.Module,
+    out: Path,
+    command: str,
+    device: torch.device,
+) -> Path:
+    """curves.png, predictions.png (the final weights on the first val images) and summary.md in `out`."""
+    cfg, last = task.cfg, history[-1]
+    plot_dense_curves(history, task.metrics, out / "curves.png")
+    save_grid(prediction_pictures(task, model, data, data.val, device), out / "predictions.png")
+    what = f"{cfg.detector} detector" if task.name == "detect" else "Semantic-FPN segmenter"
+    minutes = sum(r["epoch_seconds"] for r in history) / 60, sum(r.get("val_seconds", 0.0) for r in history) / 60
+    ema = f"; EMA: {_metric_lines(last, task.metrics, 'ema')}" if f"ema_{task.score}" in last else ""
+    lines = [
+        f"# Training summary: {task.name}",
+        "",
+        f"- model: {what} on `{cfg.model}` (FPN width {cfg.fpn}); data: `{data.root}` ({data.kind}: "
+        f"{len(data.train)} train / {len(data.val)} val images, {len(data.classes)} classes with the background)",
+        f"- epochs: {last['epoch']} of {cfg.epochs}, training {minutes[0]:.1f} min + validation {minutes[1]:.1f} min, "
+        f"{last['img_s']:.1f} train images/s on {device}",
+        f"- final val: {_metric_lines(last, task.metrics, 'val')}{ema}",
+        f"- best {_NAMES[task.score]}: **{best[task.score]:.2f}** ({best['weights']} weights, epoch {best['epoch']}) "
+        "saved in `best.pt`; the last state is in `last.pt`",
+        "",
+        "![curves](curves.png)",
+        "",
+        "Ground truth (left) and prediction (right) on the first val images (final weights"
+        + (", boxes scoring >= 0.5" if task.name == "detect" else "")
+        + "):",
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "## Command",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(dataclasses.asdict(cfg), indent=2),
+        "```",
+        "",
+    ]
+    path = out / "summary.md"
+    atomic_write_text(path, "\n".join(lines))
+    print(f"best val {task.score} {best[task.score]:.2f} ({best['weights']} weights, epoch {best['epoch']}); {path}")
+    return path
