@@ -81,6 +81,8 @@ def create_detector(
     """
     if detector not in DETECTORS:
         raise ValueError(f"detector={detector!r} is not one lgvit trains: choose one of {', '.join(DETECTORS)}")
+    if detector == "fcos" and (fpn % 32 or fpn < 64):
+        raise ValueError(f"fpn={fpn}: FCOS's head normalises with GroupNorm(32, fpn); give a multiple of 32, >= 64")
     one_stage = detector in ("retinanet", "fcos")
     body = create_backbone(backbone, pretrained, fpn=fpn, extra_levels=2 if one_stage else 0, **config_overrides)
     size = dict(min_size=img_size, max_size=img_size, image_mean=list(image_mean), image_std=list(image_std))

@@ -42,6 +42,8 @@ def draw_boxes(image: torch.Tensor, result: dict, classes: Sequence[str]) -> tor
     names = [classes[c] for c in labels]
     if "scores" in result:
         names = [f"{n} {s:.2f}" for n, s in zip(names, result["scores"][keep].tolist(), strict=True)]
+    if not labels:  # nothing to draw (torchvision warns on empty boxes)
+        return out
     return draw_bounding_boxes(out, result["boxes"][keep], names, [colors[c] for c in labels], width=1)
 
 

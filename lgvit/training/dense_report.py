@@ -72,6 +72,11 @@ def prediction_pictures(
     return pairs
 
 
+def write_predictions(task: DenseTask, model: nn.Module, data: DenseData, device: torch.device, path: Path) -> Path:
+    """The PNG of `prediction_pictures` on `data.val`: one row per image, ground truth left, prediction right."""
+    return save_grid(prediction_pictures(task, model, data, data.val, device), path)
+
+
 def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
     return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
 
@@ -89,7 +94,7 @@ def dense_report(
     """curves.png, predictions.png (the final weights on the first val images) and summary.md in `out`."""
     cfg, last = task.cfg, history[-1]
     plot_dense_curves(history, task.metrics, out / "curves.png")
-    save_grid(prediction_pictures(task, model, data, data.val, device), out / "predictions.png")
+    write_predictions(task, model, data, device, out / "predictions.png")
     what = f"{cfg.detector} detector" if task.name == "detect" else "Semantic-FPN segmenter"
     minutes = sum(r["epoch_seconds"] for r in history) / 60, sum(r.get("val_seconds", 0.0) for r in history) / 60
     ema = f"; EMA: {_metric_lines(last, task.metrics, 'ema')}" if f"ema_{task.score}" in last else ""

@@ -215,3 +215,30 @@ def dense_config(ckpt: dict, data: str | None) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k in names}
     return dataclasses.replace(TrainConfig(**saved), data=data or saved.get("data"), resume=None)
+
+
+def is_dense(ckpt: dict) -> bool:
+    """Whether a training checkpoint holds a detector or segmenter (`--task detect|segment`)."""
+    return (ckpt.get("train_config") or {}).get("task", "classify") != "classify"
+
+
+def load_dense(ckpt: dict, path: str, weights: str, data: str | None) -> tuple[DenseTask, nn.Module, DenseData]:
+    """A dense checkpoint's task, model (in eval mode; `weights`: auto, model or ema) and val data (`data`, or the
+    data it trained on), the images prepared as in training (the checkpoint's normalisation and size)."""
+    if weights not in ("auto", "model", "ema"):
+        raise ValueError(f"--weights must be auto, model or ema, not {weights!r}")
+    kind = ckpt["best"].get("weights", "model") if weights == "auto" else weights
+    if kind == "ema" and ckpt.get("ema") is None:
+        raise ValueError(f"{path} has no EMA weights (trained with --ema-decay 0): use --weights model")
+    task = DenseTask(dense_config(ckpt, data))
+    val = task.data(train=False)
+    if val.classes != list(ckpt["classes"]):
+        raise ValueError(
+            f"{val.root} has classes {val.classes[:5]}... but {path} was trained on {ckpt['classes'][:5]}...: "
+            "evaluate on data with the same classes"
+        )
+    saved = ckpt["data"]
+    val = dataclasses.replace(val, mean=tuple(saved["mean"]), std=tuple(saved["std"]), img_size=saved["img_size"])
+    model = task.model(ckpt["model_overrides"], val)
+    model.load_state_dict(ckpt["ema"]["module"] if kind == "ema" else ckpt["model"])
+    return task, model.eval(), val
