@@ -1,5 +1,6 @@
-"""`lgvit train --task detect|segment` and `lgvit eval` of its checkpoints: a short run learns (against the
-untrained model on the same val scenes), resume equality for a detector, the report, and the errors."""
+"""`lgvit train --task detect|segment`, and `lgvit eval` and `lgvit predict` of its checkpoints: a short run
+learns (against the untrained model on the same val scenes), resume equality for a detector, the report, the
+errors."""
 
 import json
 from dataclasses import replace
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lgvit.cli import main
+from lgvit.data import FashionScenes, SceneConfig
 from lgvit.training.checkpoint import load_checkpoint, seed_all
 from lgvit.training.config import TrainConfig, parse_model_kwargs
 from lgvit.training.distributed import Dist
@@ -87,9 +90,17 @@ def test_eval_of_the_best_detection_checkpoint_gives_its_metrics(detection_run, 
     for k in ("map", "map50", "map75", "mar100"):
         assert report[k] == pytest.approx(result.best[k], abs=1e-6), k
     assert f"map50 {report['map50']:.2f}" in printed and (tmp_path / "eval_predictions.png").is_file()
+    scene = tmp_path / "scene.png"
+    image, target = FashionScenes(split="val", config=SceneConfig(min_side=32, max_side=64))[0]
+    Image.fromarray((image[0] * 255).round().byte().numpy()).save(scene)
+    assert (
+        main(["predict", str(scene), str(tmp_path / "none.png"), "--checkpoint", ckpt, "--output", str(tmp_path)]) == 2
+    )
+    captured = capsys.readouterr()
+    assert f"{scene}: " in captured.out and "none.png" in captured.err and (tmp_path / "scene_pred.png").is_file()
 
 
-def test_a_short_segmentation_run_beats_the_untrained_segmenter(tmp_path: Path) -> None:
+def test_a_short_segmentation_run_beats_the_untrained_segmenter(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = TrainConfig(task="segment", output=str(tmp_path), train_scenes=64, epochs=2, ema_decay=0.0, **FAST)
     before = _untrained(cfg)
     result = train(cfg)
@@ -99,6 +110,10 @@ def test_a_short_segmentation_run_beats_the_untrained_segmenter(tmp_path: Path) 
     assert (tmp_path / "predictions.png").is_file() and result.best["miou"] == max(
         r["val_miou"] for r in result.history
     )
+    scene = tmp_path / "scene.png"
+    Image.fromarray((FashionScenes(split="val")[0][0][0] * 255).round().byte().numpy()).save(scene)
+    assert main(["predict", str(scene), "--checkpoint", str(tmp_path / "best.pt")]) == 0
+    assert "background" in capsys.readouterr().out and (tmp_path / "predict" / "scene_pred.png").is_file()
 
 
 class StopAfter:

@@ -23,7 +23,7 @@ def _palette(n: int) -> list[tuple[int, int, int]]:
     return [(0, 0, 0)] + [tuple(int(255 * c) for c in cmap(i % 20)[:3]) for i in range(n - 1)]
 
 
-def _rgb(image: torch.Tensor) -> torch.Tensor:
+def to_rgb(image: torch.Tensor) -> torch.Tensor:
     """(C, H, W) float in [0, 1] -> (3, H, W) uint8."""
     return (image.expand(3, -1, -1).clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -34,7 +34,7 @@ def draw_boxes(image: torch.Tensor, result: dict, classes: Sequence[str]) -> tor
     colors = _palette(len(classes))
     keep = result["scores"] >= SCORE_SHOWN if "scores" in result else torch.ones(len(result["labels"]), dtype=bool)
     labels = result["labels"][keep].tolist()
-    out = _rgb(image)
+    out = to_rgb(image)
     if "masks" in result and keep.any():
         masks = result["masks"][keep]
         masks = masks[:, 0] > 0.5 if masks.ndim == 4 else masks.bool()  # predictions: (N, 1, H, W) probabilities
@@ -51,7 +51,7 @@ def draw_label_map(image: torch.Tensor, label_map: torch.Tensor, num_classes: in
     """(C, H, W) image in [0, 1] with a (H, W) label map's classes painted over it -> (3, H, W) uint8."""
     colors = _palette(num_classes)
     masks = label_map[None] == torch.arange(1, num_classes)[:, None, None]  # (classes - 1, H, W): background unpainted
-    return draw_segmentation_masks(_rgb(image), masks, alpha=0.5, colors=colors[1:])
+    return draw_segmentation_masks(to_rgb(image), masks, alpha=0.5, colors=colors[1:])
 
 
 def save_grid(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], path: Path, scale: int = 2) -> Path:

@@ -10,10 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
+from torchvision.transforms.v2.functional import pil_to_tensor  # noqa: E402
 
-from ..dense.draw import draw_boxes, draw_label_map, save_grid  # noqa: E402
+from ..dense.draw import SCORE_SHOWN, draw_boxes, draw_label_map, save_grid, to_rgb  # noqa: E402
 from ..explain.maps import eval_mode  # noqa: E402
 from ..files import atomic_write, atomic_write_text  # noqa: E402
 from .tasks import DenseData, DenseTask  # noqa: E402
@@ -53,28 +55,59 @@ def plot_dense_curves(history: list[dict], metrics: tuple[str, ...], path: Path)
 
 
 @torch.no_grad()
+def predict_picture(
+    task: DenseTask, model: nn.Module, data: DenseData, image: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, str]:
+    """A (C, H, W) image in [0, 1] with the prediction of `model` drawn on it ((3, H, W) uint8), and one line
+    saying what was found: the boxes scoring >= SCORE_SHOWN, or each class's share of the pixels."""
+    with eval_mode(model):
+        if task.name == "detect":
+            pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+            keep = (pred["scores"] >= SCORE_SHOWN).nonzero().flatten().tolist()
+            boxes = [[round(v) for v in pred["boxes"][i].tolist()] for i in keep]  # xyxy pixels
+            found = [
+                f"{data.classes[pred['labels'][i]]} {pred['scores'][i]:.2f} at {b}"
+                for i, b in zip(keep, boxes, strict=True)
+            ]
+            return draw_boxes(image, pred, data.classes), ", ".join(found) or f"no box scoring >= {SCORE_SHOWN}"
+        blank = torch.zeros(image.shape[1:], dtype=torch.int64)  # (H, W): the collate wants a map
+        x, _ = task.collate(data)([(image, blank)])
+        pred = model(x.to(device))[0].argmax(0).cpu()  # (H, W)
+    k = len(data.classes)
+    shares = torch.bincount(pred.flatten(), minlength=k).double() / pred.numel()  # (k,)
+    order = [c for c in shares.argsort(descending=True).tolist() if shares[c] > 0]
+    return draw_label_map(image, pred, k), ", ".join(f"{data.classes[c]} {100 * shares[c]:.1f}%" for c in order)
+
+
 def prediction_pictures(
     task: DenseTask, model: nn.Module, data: DenseData, val: Dataset, device: torch.device, n: int = SHOWN
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(ground truth, prediction) pictures of the first `n` images of `val`, drawn from `model` in eval mode."""
-    collate, pairs = task.collate(data), []
-    with eval_mode(model):
-        for i in range(min(n, len(val))):
-            image, target = val[i]
-            x, y = collate([(image, target)])
-            if task.name == "detect":
-                pred = {k: v.cpu() for k, v in model(list(x.to(device)))[0].items()}
-                pairs.append((draw_boxes(image, y[0], data.classes), draw_boxes(image, pred, data.classes)))
-            else:
-                pred = model(x.to(device))[0].argmax(0).cpu()  # (H, W)
-                k = len(data.classes)
-                pairs.append((draw_label_map(image, target, k), draw_label_map(image, pred, k)))
+    """(ground truth, prediction) pictures of the first `n` images of `val`."""
+    pairs = []
+    for i in range(min(n, len(val))):
+        image, target = val[i]
+        if task.name == "detect":
+            _, y = task.collate(data)([(image, target)])  # the target keys the detector trained on
+            truth = draw_boxes(image, y[0], data.classes)
+        else:
+            truth = draw_label_map(image, target, len(data.classes))
+        pairs.append((truth, predict_picture(task, model, data, image, device)[0]))
     return pairs
 
 
 def write_predictions(task: DenseTask, model: nn.Module, data: DenseData, device: torch.device, path: Path) -> Path:
     """The PNG of `prediction_pictures` on `data.val`: one row per image, ground truth left, prediction right."""
     return save_grid(prediction_pictures(task, model, data, data.val, device), path)
+
+
+def write_prediction(
+    task: DenseTask, model: nn.Module, data: DenseData, image: Image.Image, device: torch.device, path: Path
+) -> tuple[str, Path]:
+    """`predict_picture` of an image file's pixels, saved beside the image at `path`; returns (what was found, path)."""
+    pixels = pil_to_tensor(image).float() / 255  # (C, H, W) in [0, 1]
+    picture, found = predict_picture(task, model, data, pixels, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return found, save_grid([(to_rgb(pixels), picture)], path)
 
 
 def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:

@@ -49,7 +49,7 @@ class DenseData:
     """A dense task's train and val datasets, with what the model, the checkpoint and the report need of them."""
 
     train: Dataset | None
-    val: Dataset
+    val: Dataset | None  # None: settings only (`load_dense` for predict)
     classes: list[str]  # classes[0] is the background
     kind: str  # 'scenes', 'coco' or 'labelmap'
     root: str
@@ -222,23 +222,29 @@ def is_dense(ckpt: dict) -> bool:
     return (ckpt.get("train_config") or {}).get("task", "classify") != "classify"
 
 
-def load_dense(ckpt: dict, path: str, weights: str, data: str | None) -> tuple[DenseTask, nn.Module, DenseData]:
-    """A dense checkpoint's task, model (in eval mode; `weights`: auto, model or ema) and val data (`data`, or the
-    data it trained on), the images prepared as in training (the checkpoint's normalisation and size)."""
+def load_dense(
+    ckpt: dict, path: str, weights: str, data: str | None, with_val: bool = True
+) -> tuple[DenseTask, nn.Module, DenseData]:
+    """A dense checkpoint's task, model (in eval mode; `weights`: auto, model or ema) and data settings (the
+    checkpoint's normalisation, size and classes), with the val split of `data` (or of the data it trained on)
+    if `with_val`, else none (`val` None)."""
     if weights not in ("auto", "model", "ema"):
         raise ValueError(f"--weights must be auto, model or ema, not {weights!r}")
     kind = ckpt["best"].get("weights", "model") if weights == "auto" else weights
     if kind == "ema" and ckpt.get("ema") is None:
         raise ValueError(f"{path} has no EMA weights (trained with --ema-decay 0): use --weights model")
-    task = DenseTask(dense_config(ckpt, data))
-    val = task.data(train=False)
-    if val.classes != list(ckpt["classes"]):
-        raise ValueError(
-            f"{val.root} has classes {val.classes[:5]}... but {path} was trained on {ckpt['classes'][:5]}...: "
-            "evaluate on data with the same classes"
-        )
-    saved = ckpt["data"]
-    val = dataclasses.replace(val, mean=tuple(saved["mean"]), std=tuple(saved["std"]), img_size=saved["img_size"])
-    model = task.model(ckpt["model_overrides"], val)
+    task, saved, classes = DenseTask(dense_config(ckpt, data)), ckpt["data"], list(ckpt["classes"])
+    val, root = None, str(task.cfg.data or DEFAULT_IDX_DIR)
+    if with_val:
+        found = task.data(train=False)
+        if found.classes != classes:
+            raise ValueError(
+                f"{found.root} has classes {found.classes[:5]}... but {path} was trained on {classes[:5]}...: "
+                "evaluate on data with the same classes"
+            )
+        val, root = found.val, found.root
+    mean, std = tuple(saved["mean"]), tuple(saved["std"])
+    settings = DenseData(None, val, classes, saved["kind"], root, mean, std, saved["img_size"], saved["in_chans"])
+    model = task.model(ckpt["model_overrides"], settings)
     model.load_state_dict(ckpt["ema"]["module"] if kind == "ema" else ckpt["model"])
-    return task, model.eval(), val
+    return task, model.eval(), settings
