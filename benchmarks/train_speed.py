@@ -136,7 +136,7 @@ def profile(args: argparse.Namespace, data: Path) -> None:
         "AdamW step, foreach (default)": timed(opt.step, n),
         "EMA update": timed(lambda: ema.update(model), n),
     }
-    val = val_loader(bundle.val, cfg, d)
+    val = val_loader(bundle.val, 2 * cfg.batch_size, 0, d, batched=True)
     opts = StepOptions(torch.device("cpu"))
     seconds = timed(lambda: evaluate(model, val, 10, opts, d), 1)
     print(f"{cfg.model}, batch {cfg.batch_size}, {args.threads} threads; ms per batch, and s per 60,000-image epoch\n")

@@ -23,10 +23,10 @@ ROOMS: dict[str, set[str]] = {
     "registry": {"models", "convert"},
     "features": {"models", "layers"},
     "factory": {"registry", "models", "convert", "layers", "files", "constants", "features"},
-    "dense": {"factory", "features", "registry", "models", "layers"},
+    "dense": {"factory", "features", "registry", "models", "layers", "files"},  # files: the prediction PNGs
     "data": {"constants", "files"},
     "explain": {"models", "layers", "files"},
-    "training": _CORE - {"training"} | {"explain"},  # explain: the report's CAM grid
+    "training": _CORE - {"training"} | {"explain", "dense"},  # explain: the report's CAM grid; dense: --task
     "tools": _CORE,
     "export": _CORE | {"__init__"},  # __init__: the version it writes into the files
     "commands": _CORE | {"tools", "export", "explain"},

@@ -64,12 +64,17 @@ def _save(out: Path, result: dict, report: dict, classes: list[str], grids: Call
 def run(args: argparse.Namespace) -> int:
     from ..data import build_data, pad_class_names
     from ..tools.inference import from_checkpoint
+    from ..training.checkpoint import load_checkpoint
     from ..training.distributed import Dist, pick_device
     from ..training.engine import StepOptions, evaluate
     from ..training.report import image_grids, per_class_table
+    from ..training.tasks import is_dense
 
     _check_args(args)
     device = pick_device(args.device)
+    ckpt = load_checkpoint(args.checkpoint)
+    if is_dense(ckpt):
+        return _run_dense(args, ckpt, device)
     loaded = from_checkpoint(args.checkpoint, args.weights)
     norm = (loaded.mean, loaded.std)
     prep = {"crop_pct": loaded.crop_pct, "interpolation": loaded.interpolation}
@@ -91,3 +96,38 @@ def run(args: argparse.Namespace) -> int:
         return image_grids(model, data.val, loaded.classes, (data.mean, data.std), out, device, "eval_")
 
     return _save(Path(args.output or Path(args.checkpoint).parent), result, report, loaded.classes, grids)
+
+
+def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
+    """A detector's or segmenter's metrics on the val split (printed), then eval.json and eval_predictions.png."""
+    from ..files import atomic_write_text
+    from ..training.dense_report import write_predictions
+    from ..training.distributed import Dist
+    from ..training.engine import StepOptions
+    from ..training.loop import val_loader
+    from ..training.tasks import load_dense
+
+    task, model, data = load_dense(ckpt, args.checkpoint, args.weights, args.data)
+    model = model.to(device)
+    loader = val_loader(data.val, args.batch_size, args.workers, Dist(), task.collate(data))
+    result = task.evaluate(model, loader, len(data.classes), StepOptions(device), Dist())
+    print(
+        f"{args.checkpoint} ({task.name}, {task.cfg.detector if task.name == 'detect' else 'segmenter'}) on "
+        f"{len(data.val)} images of {data.root}"
+    )
+    print("  ".join(f"{k} {v:.2f}" for k, v in result.items()))
+    out = Path(args.output or Path(args.checkpoint).parent)
+    report = {"task": task.name, **result, "images": len(data.val), "data": data.root, "classes": data.classes}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(task, model, data, device, out / "eval_predictions.png")
+        atomic_write_text(out / "eval.json", json.dumps(report, indent=2))
+    except OSError as e:
+        print(
+            f"lgvit eval: error: cannot write eval.json and eval_predictions.png to {out} ({e.strerror or e}): "
+            "the results are above; pass --output DIR with a folder you can write",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"predictions: {out / 'eval_predictions.png'}; numbers: {out / 'eval.json'}")
+    return 0

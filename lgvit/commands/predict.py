@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_source_args(p)
     p.add_argument("--topk", type=int, default=3, help="how many classes to show, 1 to the number of classes")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument(
+        "--output",
+        default=None,
+        help="a detector's or segmenter's pictures: this folder (default: CHECKPOINT_DIR/predict)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
@@ -66,10 +71,14 @@ def load_source(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..tools.inference import predict_images
+    from ..training.checkpoint import load_checkpoint
     from ..training.distributed import pick_device
+    from ..training.tasks import is_dense
 
     check_source_args(args)
     device = pick_device(args.device)
+    if args.checkpoint and is_dense(ckpt := load_checkpoint(args.checkpoint)):
+        return _run_dense(args, ckpt, device)
     loaded = load_source(args)
     failed = 0
     for pred in predict_images(loaded, args.images, args.topk, device):
@@ -84,5 +93,28 @@ def run(args: argparse.Namespace) -> int:
             "the others were predicted",
             file=sys.stderr,
         )
+        return 2
+    return 0
+
+
+def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
+    """A detector's or segmenter's findings for each image (printed) and the image beside its prediction (a PNG)."""
+    from ..data import UnreadableImage, load_image, pil_mode
+    from ..training.dense_report import write_prediction
+    from ..training.tasks import load_dense
+
+    task, model, data = load_dense(ckpt, args.checkpoint, args.weights, None, with_val=False)
+    model, out, failed = model.to(device), Path(args.output or Path(args.checkpoint).parent / "predict"), 0
+    for path in args.images:
+        try:
+            image = load_image(path, pil_mode(data.in_chans))
+        except UnreadableImage as e:
+            failed += 1
+            print(f"lgvit predict: error: {e}", file=sys.stderr)
+            continue
+        found, picture = write_prediction(task, model, data, image, device, out / f"{Path(path).stem}_pred.png")
+        print(f"{path}: {found} ({picture})")
+    if failed:
+        print(f"lgvit predict: error: {failed} of {len(args.images)} images could not be read (above)", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train or fine-tune. Under `torchrun --nproc_per_node N -m lgvit train ...` it runs DDP.",
     )
     add_flags(p)
+    p.add_argument(  # the dense tasks' name for --model
+        "--backbone", dest="model", default=argparse.SUPPRESS, help="the same as --model (for --task detect/segment)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 

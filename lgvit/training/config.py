@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import get_args, get_type_hints
 
 from ..data.transforms import AUGMENTS, AugmentConfig
+from ..dense.detection import DETECTORS
 from .distributed import DEVICE_HELP
 
+TASKS = ("classify", "detect", "segment")  # lgvit.training.tasks runs each through the loop
 _AUGMENT = AugmentConfig()  # the augmentation defaults, written once in lgvit.data.transforms
 
 
@@ -72,6 +74,13 @@ class TrainConfig:
     )
     device: str = _opt("auto", DEVICE_HELP)
     resume: str | None = _opt(None, "continue from a checkpoint (no value: OUTPUT/last.pt)", nargs="?", const="auto")
+    # dense prediction (lgvit.training.tasks, docs/dense.md); --model (alias --backbone) names the backbone
+    task: str = _opt("classify", "what to train: an image classifier, a detector or a segmenter", choices=TASKS)
+    detector: str = _opt("fasterrcnn", "with --task detect: torchvision's detector on the backbone", choices=DETECTORS)
+    fpn: int = _opt(128, "with --task detect/segment: the FPN's width (the segmentation head's too)")
+    scene_size: int = _opt(192, "Fashion scenes' longest side; each side is uniform in [size/2, size]")
+    train_scenes: int = _opt(10_000, "Fashion scenes to train on (built from the train garments)")
+    val_scenes: int = _opt(1_000, "Fashion scenes to validate on (built from the test garments)")
 
 
 def parse_model_kwargs(text: str | None) -> dict:

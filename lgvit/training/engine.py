@@ -31,6 +31,7 @@ class StepOptions:
     accum_steps: int = 1
     clip_grad: float = 0.0
     label_smoothing: float = 0.0
+    task_loss: Callable | None = None  # a dense task's (model, x, y) -> (loss, correct); None: cross-entropy
 
 
 @dataclass
@@ -132,14 +133,18 @@ def _forward_backward(
     """One batch's loss and gradient (DDP-synchronised if `sync`), counted in the epoch's sums when finite."""
     with contextlib.nullcontext() if sync else model.no_sync():
         with _autocast(opts):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+            if opts.task_loss is not None:  # lgvit.training.tasks.DenseTask.loss
+                loss, correct = opts.task_loss(model, x, y)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+                labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
+                correct = (logits.argmax(1) == labels).sum()
         (state.scaler.scale(loss) if state.scaler else loss).div(opts.accum_steps).backward()
     value = loss.item()
     if math.isfinite(value):  # a skipped batch counts in no sum
-        labels = y.argmax(1) if y.ndim == 2 else y  # soft MixUp/CutMix targets: the dominant class
         state.sums["loss"] += value * len(x)
-        state.sums["correct"] += (logits.argmax(1) == labels).sum().item()
+        state.sums["correct"] += correct.item()
         state.sums["count"] += len(x)
     return value
 

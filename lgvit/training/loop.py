@@ -27,11 +27,13 @@ from ..files import probe_writable, remove_stale_temps
 from ..registry import build_config, get_spec
 from .checkpoint import FORMAT, load_checkpoint, rng_state, save_atomic, seed_all, set_rng_state
 from .config import TrainConfig, check_config, parse_model_kwargs
+from .dense_report import dense_report
 from .distributed import Dist, close_distributed, gather_objects, init_distributed
 from .ema import ModelEma
 from .engine import NonFiniteLoss, StepOptions, TrainState, epoch_train_metrics, evaluate, train_one_epoch
 from .optim import build_optimizer, warmup_cosine
 from .report import MetricsLog, image_grids, plot_confusion, plot_curves, write_summary
+from .tasks import CLASSIFY, Task, default_output, make_task
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -112,7 +114,7 @@ def _batched(ds: Dataset, cfg: TrainConfig) -> bool:
 
 
 def _train_loader(
-    data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix
+    data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix, collate: Callable | None = None
 ) -> DataLoader | InMemoryLoader:
     sampler = SkipSampler(train_sampler(data.train, d, cfg.seed, epoch), skip_batches * cfg.batch_size)
     if _batched(data.train, cfg):
@@ -123,19 +125,22 @@ def _train_loader(
         cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.workers,
-        collate_fn=MixCollate(mix),
+        collate_fn=collate or MixCollate(mix),  # collate: a dense task's
         drop_last=True,
         generator=gen,
         pin_memory=d.device.type == "cuda",
     )
 
 
-def val_loader(ds: Dataset, cfg: TrainConfig, d: Dist) -> DataLoader | InMemoryLoader:
-    """This process's strided, unpadded shard of the val set (summed over processes, every image counts once)."""
+def val_loader(
+    ds: Dataset, batch_size: int, workers: int, d: Dist, collate: Callable | None = None, batched: bool = False
+) -> DataLoader | InMemoryLoader:
+    """This process's strided, unpadded shard of the val set (summed over processes, every image counts once);
+    `batched`: in-memory images transformed a batch at a time (see `_batched`)."""
     shard = range(d.rank, len(ds), d.world)
-    if _batched(ds, cfg):
-        return InMemoryLoader(ds, shard, 2 * cfg.batch_size)
-    return DataLoader(Subset(ds, shard) if d.enabled else ds, 2 * cfg.batch_size, num_workers=cfg.workers)
+    if batched:
+        return InMemoryLoader(ds, shard, batch_size)
+    return DataLoader(Subset(ds, shard) if d.enabled else ds, batch_size, num_workers=workers, collate_fn=collate)
 
 
 def _refuse_data_conflicts(kwargs: dict, derived: dict[str, int], source: str) -> None:
@@ -196,6 +201,7 @@ class _Run:
     command: str
     make_ema: EmaFactory
     evaluate: Evaluate
+    task: Task = CLASSIFY
 
 
 def _build_state(run: _Run, model: nn.Module) -> TrainState:
@@ -277,20 +283,21 @@ def _save(run: _Run, state: TrainState, history: list[dict], best: dict, names: 
 def _evaluate_epoch(run: _Run, state: TrainState, val: DataLoader) -> tuple[dict, dict]:
     """The epoch's val metrics (model and EMA) as a flat row, and the better of the two evaluations."""
     n = run.overrides["num_classes"]  # the head's outputs: more than the classes with a larger --num-classes
+    keys, score = run.task.metrics, run.task.score  # classification: loss, top1, top5; best by top1
     result = run.evaluate(state.raw, val, n, run.opts, run.d)
-    row = {"val_loss": result["loss"], "val_top1": result["top1"], "val_top5": result["top5"]}
+    row = {f"val_{k}": result[k] for k in keys}
     best = dict(result, weights="model")
     if state.ema is not None:
         ema = run.evaluate(state.ema.module, val, n, run.opts, run.d)
-        row.update(ema_loss=ema["loss"], ema_top1=ema["top1"], ema_top5=ema["top5"])
-        if _usable(ema) and (ema["top1"] > result["top1"] or not _usable(result)):
+        row.update({f"ema_{k}": ema[k] for k in keys})
+        if _usable(ema, keys) and (ema[score] > result[score] or not _usable(result, keys)):
             best = dict(ema, weights="ema")
     return row, best
 
 
-def _usable(result: dict) -> bool:
-    """Whether an evaluation may become the best: a NaN or infinite loss or accuracy never does."""
-    return all(math.isfinite(result[k]) for k in ("loss", "top1", "top5"))
+def _usable(result: dict, keys: tuple[str, ...] = CLASSIFY.metrics) -> bool:
+    """Whether an evaluation may become the best: a NaN or infinite loss or accuracy (or metric) never does."""
+    return all(math.isfinite(result[k]) for k in keys)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -319,12 +326,13 @@ def _setup(
     cfg: TrainConfig, d: Dist, command: str, data: DataBundle | None, make_ema: EmaFactory, evaluate: Evaluate
 ) -> tuple[_Run, nn.Module, dict | None]:
     """Data (`data`, or built from `cfg`), model and the checkpoint to resume from (if any)."""
-    out = Path(cfg.output or f"runs/{cfg.model}")
+    task = make_task(cfg)
+    out = Path(cfg.output or default_output(cfg))
     if d.main:  # only rank 0 writes (on several machines, only node 0 has the folder)
         check_output(out)
         remove_stale_temps(out)  # what a killed checkpoint or report write left behind
     ckpt = load_checkpoint(out / "last.pt" if cfg.resume == "auto" else cfg.resume) if cfg.resume else None
-    data = train_data(cfg) if data is None else data
+    data = (task.data() if task.dense else train_data(cfg)) if data is None else data
     if data.train is None:
         raise ValueError(f"the data bundle of {data.root} has no training split (built with train=False)")
     num_classes = cfg.num_classes or len(data.classes)
@@ -336,12 +344,18 @@ def _setup(
     overrides = _model_overrides(cfg, num_classes, data)
     if ckpt is not None:
         _check_resume(ckpt, cfg, overrides, d)
+        if task.dense and (why := task.resume_mismatch(ckpt)):
+            raise ValueError(f"{why}: resume with the same flags, or pick a new --output")
     seed_all(cfg.seed)  # the same initial weights on every process
-    model = create_model(cfg.model, pretrained=cfg.pretrained, **overrides)
+    if task.dense:
+        model = task.model(overrides, data)
+    else:
+        model = create_model(cfg.model, pretrained=cfg.pretrained, **overrides)
     seed_all(cfg.seed + 1_000_003 * d.rank)  # then different augmentation and drop-path per process
     amp = _amp_dtype(cfg.amp, d.device)
-    opts = StepOptions(d.device, amp, cfg.channels_last, cfg.accum_steps, cfg.clip_grad, cfg.label_smoothing)
-    return _Run(cfg, data, overrides, opts, d, out, batches, command, make_ema, evaluate), model, ckpt
+    opts = StepOptions(d.device, amp, cfg.channels_last, cfg.accum_steps, cfg.clip_grad, cfg.label_smoothing, task.loss)
+    evaluate = task.evaluate if task.dense else evaluate
+    return _Run(cfg, data, overrides, opts, d, out, batches, command, make_ema, evaluate, task), model, ckpt
 
 
 def check_output(out: Path) -> None:
@@ -405,7 +419,7 @@ def train(
 def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool]) -> TrainResult:
     cfg, d = run.cfg, run.d
     state = _build_state(run, model)
-    history, best = [], {"top1": -1.0}
+    history, best = [], {run.task.score: -1.0}
     if ckpt is not None:
         _restore(state, ckpt, d)
         history, best = list(ckpt["history"]), dict(ckpt["best"])
@@ -414,10 +428,11 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         _announce(run, model)
     log = MetricsLog(run.out, fresh=ckpt is None) if d.main else None
     mix = mix_transform(cfg.num_classes or len(run.data.classes), cfg.mixup, cfg.cutmix)
-    val = val_loader(run.data.val, cfg, d)
+    collate = run.task.collate(run.data) if run.task.dense else None
+    val = val_loader(run.data.val, 2 * cfg.batch_size, cfg.workers, d, collate, _batched(run.data.val, cfg))
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch, t0 = epoch, time.perf_counter()
-        loader = _train_loader(run.data, cfg, d, epoch, state.step, mix)
+        loader = _train_loader(run.data, cfg, d, epoch, state.step, mix, collate)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         if not _train_epoch(run, state, loader, stop, desc):
             _save(run, state, history, best, ("last.pt",))
@@ -434,12 +449,16 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
         row.update(evaluation, epoch_seconds=seconds, val_seconds=time.perf_counter() - t1, img_s=img_s)
         history.append(row)
         state.epoch, state.step, state.sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        improved = candidate is not None and _usable(candidate) and candidate["top1"] > best["top1"]
+        improved = (
+            candidate is not None
+            and _usable(candidate, run.task.metrics)
+            and candidate[run.task.score] > best[run.task.score]
+        )
         if improved:
             best = {**candidate, "epoch": epoch + 1}
         _save(run, state, history, best, ("last.pt", "best.pt") if improved else ("last.pt",))
         if d.main:
-            print(_epoch_line(row, cfg.epochs))
+            print(run.task.epoch_line(row, cfg.epochs) if run.task.dense else _epoch_line(row, cfg.epochs))
             log.write(history)
     if d.main:
         log.close()
@@ -467,6 +486,9 @@ def _class_names(run: _Run) -> list[str]:
 
 def _report(run: _Run, history: list[dict], best: dict, model: nn.Module) -> None:
     """curves.png, confusion.png (best weights), the misclassified and CAM grids (`model`) and summary.md."""
+    if run.task.dense:
+        dense_report(run.task, run.data, history, best, model, run.out, run.command, run.d.device)
+        return
     data, last = run.data, history[-1]
     plot_curves(history, run.out / "curves.png")
     title = f"{run.cfg.model}: {best['top1']:.2f}%"

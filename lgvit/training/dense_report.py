@@ -1,0 +1,169 @@
+"""What a dense run (`--task detect|segment`) leaves beside its checkpoints: curves.png (loss and metrics per
+epoch), predictions.png (val images: ground truth left, prediction right) and summary.md linking both."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+from torchvision.transforms.v2.functional import pil_to_tensor  # noqa: E402
+
+from ..dense.draw import SCORE_SHOWN, draw_boxes, draw_label_map, save_grid, to_rgb  # noqa: E402
+from ..explain.maps import eval_mode  # noqa: E402
+from ..files import atomic_write, atomic_write_text  # noqa: E402
+from .tasks import DenseData, DenseTask  # noqa: E402
+
+SHOWN = 6  # val images in predictions.png
+
+_NAMES = {  # what each metric is, for the summary
+    "map": "COCO box mAP@[.5:.95]",
+    "map50": "box mAP@.5",
+    "map75": "box mAP@.75",
+    "mar100": "box mAR@100",
+    "loss": "cross-entropy",
+    "miou": "mIoU",
+    "pixel_acc": "pixel accuracy",
+}
+
+
+def plot_dense_curves(history: list[dict], metrics: tuple[str, ...], path: Path) -> None:
+    """Training (and val, when measured) loss, and the val (and EMA) metrics per epoch, side by side."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "val_loss", "ema_loss"):
+        if all(key in r for r in history):
+            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
+    for k in metrics:
+        for prefix in ("val", "ema"):
+            if k != "loss" and all(f"{prefix}_{k}" in r for r in history):
+                ax_metric.plot(epochs, [r[f"{prefix}_{k}"] for r in history], marker="o", label=f"{prefix} {k}")
+    for ax, title in ((ax_loss, "loss"), (ax_metric, "val metrics (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+@torch.no_grad()
+def predict_picture(
+    task: DenseTask, model: nn.Module, data: DenseData, image: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, str]:
+    """A (C, H, W) image in [0, 1] with the prediction of `model` drawn on it ((3, H, W) uint8), and one line
+    saying what was found: the boxes scoring >= SCORE_SHOWN, or each class's share of the pixels."""
+    with eval_mode(model):
+        if task.name == "detect":
+            pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+            keep = (pred["scores"] >= SCORE_SHOWN).nonzero().flatten().tolist()
+            boxes = [[round(v) for v in pred["boxes"][i].tolist()] for i in keep]  # xyxy pixels
+            found = [
+                f"{data.classes[pred['labels'][i]]} {pred['scores'][i]:.2f} at {b}"
+                for i, b in zip(keep, boxes, strict=True)
+            ]
+            return draw_boxes(image, pred, data.classes), ", ".join(found) or f"no box scoring >= {SCORE_SHOWN}"
+        blank = torch.zeros(image.shape[1:], dtype=torch.int64)  # (H, W): the collate wants a map
+        x, _ = task.collate(data)([(image, blank)])
+        pred = model(x.to(device))[0].argmax(0).cpu()  # (H, W)
+    k = len(data.classes)
+    shares = torch.bincount(pred.flatten(), minlength=k).double() / pred.numel()  # (k,)
+    order = [c for c in shares.argsort(descending=True).tolist() if shares[c] > 0]
+    return draw_label_map(image, pred, k), ", ".join(f"{data.classes[c]} {100 * shares[c]:.1f}%" for c in order)
+
+
+def prediction_pictures(
+    task: DenseTask, model: nn.Module, data: DenseData, val: Dataset, device: torch.device, n: int = SHOWN
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ground truth, prediction) pictures of the first `n` images of `val`."""
+    pairs = []
+    for i in range(min(n, len(val))):
+        image, target = val[i]
+        if task.name == "detect":
+            _, y = task.collate(data)([(image, target)])  # the target keys the detector trained on
+            truth = draw_boxes(image, y[0], data.classes)
+        else:
+            truth = draw_label_map(image, target, len(data.classes))
+        pairs.append((truth, predict_picture(task, model, data, image, device)[0]))
+    return pairs
+
+
+def write_predictions(task: DenseTask, model: nn.Module, data: DenseData, device: torch.device, path: Path) -> Path:
+    """The PNG of `prediction_pictures` on `data.val`: one row per image, ground truth left, prediction right."""
+    return save_grid(prediction_pictures(task, model, data, data.val, device), path)
+
+
+def write_prediction(
+    task: DenseTask, model: nn.Module, data: DenseData, image: Image.Image, device: torch.device, path: Path
+) -> tuple[str, Path]:
+    """`predict_picture` of an image file's pixels, saved beside the image at `path`; returns (what was found, path)."""
+    pixels = pil_to_tensor(image).float() / 255  # (C, H, W) in [0, 1]
+    picture, found = predict_picture(task, model, data, pixels, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return found, save_grid([(to_rgb(pixels), picture)], path)
+
+
+def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
+    return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
+
+
+def dense_report(
+    task: DenseTask,
+    data: DenseData,
+    history: list[dict],
+    best: dict,
+    model: nn.Module,
+    out: Path,
+    command: str,
+    device: torch.device,
+) -> Path:
+    """curves.png, predictions.png (the final weights on the first val images) and summary.md in `out`."""
+    cfg, last = task.cfg, history[-1]
+    plot_dense_curves(history, task.metrics, out / "curves.png")
+    write_predictions(task, model, data, device, out / "predictions.png")
+    what = f"{cfg.detector} detector" if task.name == "detect" else "Semantic-FPN segmenter"
+    minutes = sum(r["epoch_seconds"] for r in history) / 60, sum(r.get("val_seconds", 0.0) for r in history) / 60
+    ema = f"; EMA: {_metric_lines(last, task.metrics, 'ema')}" if f"ema_{task.score}" in last else ""
+    lines = [
+        f"# Training summary: {task.name}",
+        "",
+        f"- model: {what} on `{cfg.model}` (FPN width {cfg.fpn}); data: `{data.root}` ({data.kind}: "
+        f"{len(data.train)} train / {len(data.val)} val images, {len(data.classes)} classes with the background)",
+        f"- epochs: {last['epoch']} of {cfg.epochs}, training {minutes[0]:.1f} min + validation {minutes[1]:.1f} min, "
+        f"{last['img_s']:.1f} train images/s on {device}",
+        f"- final val: {_metric_lines(last, task.metrics, 'val')}{ema}",
+        f"- best {_NAMES[task.score]}: **{best[task.score]:.2f}** ({best['weights']} weights, epoch {best['epoch']}) "
+        "saved in `best.pt`; the last state is in `last.pt`",
+        "",
+        "![curves](curves.png)",
+        "",
+        "Ground truth (left) and prediction (right) on the first val images (final weights"
+        + (", boxes scoring >= 0.5" if task.name == "detect" else "")
+        + "):",
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "## Command",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(dataclasses.asdict(cfg), indent=2),
+        "```",
+        "",
+    ]
+    path = out / "summary.md"
+    atomic_write_text(path, "\n".join(lines))
+    print(f"best val {task.score} {best[task.score]:.2f} ({best['weights']} weights, epoch {best['epoch']}); {path}")
+    return path
