@@ -28,8 +28,10 @@ import torch
 from lgvit.data.build import resolve_data_dir
 from lgvit.data.idx import load_idx_split
 from lgvit.explain import attention_maps, grad_cam
-from lgvit.explain.figures import display_image, fit_to_image, panels_figure
+from lgvit.explain.figures import display_image, fit_to_image, panels_figure, peak
 from lgvit.tools.inference import from_checkpoint
+
+Maps = dict[str, tuple[torch.Tensor, int]]  # method -> ((B, h, w) map, its stride in pixels)
 
 
 def canvases(n: int, side: int, seed: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,11 +66,9 @@ def make_data(root: Path, side: int, train: int, seed: int) -> None:
     print(f"wrote {train} train and 2000 val canvases of {side} px to {root}")
 
 
-def hits(m: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """(B,) whether each (B, side, side) map's maximum is inside its box."""
-    flat = m.flatten(1).argmax(1)
-    y, x = flat // m.shape[2], flat % m.shape[2]
-    return (y >= boxes[:, 0]) & (y <= boxes[:, 2]) & (x >= boxes[:, 1]) & (x <= boxes[:, 3])
+def hits(rows: torch.Tensor, cols: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B,) whether each point (rows[b], cols[b]) is inside its box (top, left, bottom, right; inclusive)."""
+    return (rows >= boxes[:, 0]) & (rows <= boxes[:, 2]) & (cols >= boxes[:, 1]) & (cols <= boxes[:, 3])
 
 
 def _label(model: torch.nn.Module, name: str) -> str:
@@ -81,16 +81,14 @@ def _label(model: torch.nn.Module, name: str) -> str:
     return f"{'local ' if hasattr(model.stages[0], 'global_block') else ''}attention, stage {stage}"
 
 
-def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, side: int) -> dict[str, torch.Tensor]:
-    """Every method's (B, side, side) map of the batch `x` (true labels `y`); later blocks of a kind win."""
+def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Maps:
+    """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win."""
     out = {}
     for name, m in attention_maps(model, x).items():
-        stage = int(name.split(".")[1])
-        out[_label(model, name)] = fit_to_image(m.mean((1, 2)), (side, side), model.feature_info[stage]["reduction"])
+        out[_label(model, name)] = (m.mean((1, 2)), model.feature_info[int(name.split(".")[1])]["reduction"])
     for stage, level in enumerate(model.feature_info):
-        cam, _ = grad_cam(model, x, y, stage)
-        out[f"Grad-CAM, stage {stage}"] = fit_to_image(cam, (side, side), level["reduction"])
-    out["random"] = torch.rand(x.shape[0], side, side)
+        out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], level["reduction"])
+    out["random"] = (torch.rand(x.shape[0], *x.shape[-2:]), 1)
     return out
 
 
@@ -105,9 +103,9 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
     for i in range(0, len(images), 50):
         x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
         y = labels[i : i + 50]
-        maps = method_maps(model, x, y, args.canvas)
-        for k, m in maps.items():
-            scores[k] = scores.get(k, 0) + int(hits(m, boxes[i : i + 50]).sum())
+        maps = method_maps(model, x, y)
+        for k, (m, r) in maps.items():
+            scores[k] = scores.get(k, 0) + int(hits(*peak(m, (args.canvas, args.canvas), r), boxes[i : i + 50]).sum())
         with torch.no_grad():
             correct += int((model(x).argmax(-1) == y).sum())
         if i == 0 and args.figures:
@@ -117,9 +115,10 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
     return {k: 100 * v / n for k, v in scores.items()}
 
 
-def _figure(loaded: object, x: torch.Tensor, maps: dict[str, torch.Tensor], box: torch.Tensor, path: Path) -> None:
+def _figure(loaded: object, x: torch.Tensor, maps: Maps, box: torch.Tensor, path: Path) -> None:
     image = display_image(x[0], loaded.mean, loaded.std)
-    panels = [(k, m[0]) for k, m in maps.items() if k != "random"]
+    side = tuple(x.shape[-2:])
+    panels = [(k, fit_to_image(m[0], side, r)) for k, (m, r) in maps.items() if k != "random"]
     title = f"box: rows {box[0]}-{box[2]}\ncols {box[1]}-{box[3]}"
     panels_figure(image, title, [("", panels)], path)
 

@@ -14,7 +14,7 @@ from torch import nn
 from lgvit import create_model
 from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam
-from lgvit.explain.figures import fit_to_image
+from lgvit.explain.figures import fit_to_image, peak
 from lgvit.explain.maps import collect
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
@@ -358,3 +358,16 @@ def test_maps_keep_their_cells_on_the_image() -> None:
     assert divmod(int(m[0].argmax()), 56) == (55, 55)  # cell 3 spans pixels 48-63: its centre is cropped off
     assert fit_to_image(torch.rand(3, 2, 7, 9), (28, 36), 4).shape == (3, 2, 28, 36)
     assert fit_to_image(torch.rand(8, 12), (32, 48), 16).shape == (32, 48)  # TNT's pixel map: tiles exactly
+
+
+def test_peak_is_the_maximal_cells_centre() -> None:
+    """The pointing game's point: the centre of the maximal cell, also for the edge cells where the resized
+    map is flat (its argmax took the first tied pixel: row and column 0, off almost every object)."""
+    m = torch.zeros(3, 4, 4)  # 56 px at stride 16: cell k spans pixels 16k to 16k + 15 (cell 3 cropped at 55)
+    for b, (i, j) in enumerate([(0, 0), (3, 3), (1, 2)]):
+        m[b, i, j] = 1
+    rows, cols = peak(m, (56, 56), 16)
+    assert rows.tolist() == [7, 55, 16 + 7] and cols.tolist() == [7, 55, 32 + 7]
+    assert divmod(int(fit_to_image(m[0], (56, 56), 16).argmax()), 56) == (0, 0)  # what the argmax of the resize gave
+    rows, cols = peak(torch.rand(2, 8, 12), (32, 48), 16)  # TNT's pixel map tiles the image: 4 px per cell
+    assert ((rows - 1) % 4 == 0).all() and ((cols - 1) % 4 == 0).all()

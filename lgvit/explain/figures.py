@@ -30,6 +30,14 @@ def display_image(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)  # (H, W) or (H, W, 3)
 
 
+def _cell_stride(hw: tuple[int, int], size: tuple[int, int], reduction: int) -> int:
+    """The pixels per cell of an (h, w) map on an (H, W) image: the level's stride where h = ceil(H / stride),
+    else the stride that tiles the image (TNT's pixel maps, PVT's reduced keys)."""
+    if -(-size[0] // reduction) != hw[0] or -(-size[1] // reduction) != hw[1]:
+        return size[0] // hw[0]
+    return reduction
+
+
 def fit_to_image(m: torch.Tensor, size: tuple[int, int], reduction: int) -> torch.Tensor:
     """(..., h, w) maps of a level with stride `reduction` -> (..., H, W) on the image, bilinearly.
 
@@ -37,12 +45,24 @@ def fit_to_image(m: torch.Tensor, size: tuple[int, int], reduction: int) -> torc
     that and cropped, so each cell stays over its own pixels. Maps whose side is not ceil(H / reduction)
     (TNT's pixel maps, PVT's reduced keys) tile the image exactly and are resized to it."""
     h, w = m.shape[-2:]
-    if -(-size[0] // reduction) != h or -(-size[1] // reduction) != w:
-        reduction = size[0] // h
+    reduction = _cell_stride((h, w), size, reduction)
     flat = m.detach().cpu().float().reshape(-1, 1, h, w)  # (N, 1, h, w)
     up = F.interpolate(flat, size=(h * reduction, w * reduction), mode="bilinear", align_corners=False)
     up = up[:, 0, : size[0], : size[1]]  # (N, H, W): the padding's cells cropped
     return up.reshape(*m.shape[:-2], *up.shape[-2:])  # (..., H, W)
+
+
+def peak(m: torch.Tensor, size: tuple[int, int], reduction: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) rows and columns of the pixel of the (H, W) image that each (B, h, w) map of a level of stride
+    `reduction` points at: the centre of its maximal cell, placed as `fit_to_image` places it (cell k spans
+    pixels k * r to k * r + r - 1), inside the image.
+
+    Not the argmax of the resized map: bilinear resizing is flat over the outer half-cell of a map, and of tied
+    pixels argmax takes the first, so a maximum in a top or left edge cell would point at row or column 0."""
+    r = _cell_stride(tuple(m.shape[-2:]), size, reduction)
+    cell = m.flatten(1).argmax(1)  # (B,) index into the row-major (h, w) map
+    rows = (cell // m.shape[-1] * r + (r - 1) // 2).clamp_max(size[0] - 1)
+    return rows, (cell % m.shape[-1] * r + (r - 1) // 2).clamp_max(size[1] - 1)
 
 
 def _upsample(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
