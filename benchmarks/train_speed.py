@@ -11,7 +11,8 @@ images, the full set's 6:1 ratio) written once as IDX files, so an epoch takes s
 
 The comparison prints, per variant, the median over repeats of the training seconds per epoch (data,
 forward, backward, optimizer and EMA: `epoch_seconds` in metrics.jsonl), of the validation seconds
-(`val_seconds`: raw and EMA weights) and of their sum, as times of the baseline. Run it on a quiet machine.
+(`val_seconds`: raw and EMA weights) and of their sum, as times of the baseline, and the last epoch's val
+top-1 over the repeats (with `--seeds`, repeat r uses `--seed r`). Run it on a quiet machine.
 """
 
 import argparse
@@ -71,7 +72,8 @@ def compare(args: argparse.Namespace, data: Path, work: Path) -> None:
     results: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
     for r in range(args.repeats):
         for k, (name, tree, extra) in enumerate(variants):
-            results[name].append(run_train(tree, data, work / f"run{r}_{k}", args, extra))
+            seed = ["--seed", str(r)] if args.seeds else []
+            results[name].append(run_train(tree, data, work / f"run{r}_{k}", args, extra + seed))
             print(f"repeat {r + 1}, {name}: {results[name][-1]}", flush=True)
     med = {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in results.items()}
     base = med["baseline"]
@@ -79,12 +81,16 @@ def compare(args: argparse.Namespace, data: Path, work: Path) -> None:
         f"\n{args.images} training images, {args.epochs} epoch(s), {args.threads} threads, extra flags "
         f"'{args.extra}', median of {args.repeats}\n"
     )
-    print("| variant | train s/epoch | val s/epoch | train + val | speed-up (train + val) | last val top-1 |")
+    print(
+        "| variant | train s/epoch | val s/epoch | train + val | speed-up (train + val) | last val top-1, mean ± std |"
+    )
     print("|---|---|---|---|---|---|")
     for name, m in med.items():
         total = m["train"] + m["val"]
         ratio = (base["train"] + base["val"]) / total
-        print(f"| {name} | {m['train']:.1f} | {m['val']:.1f} | {total:.1f} | {ratio:.2f}x | {m['top1']:.2f}% |")
+        top1 = [x["top1"] for x in results[name]]
+        spread = f"{statistics.mean(top1):.2f} ± {statistics.stdev(top1) if len(top1) > 1 else 0:.2f}%"
+        print(f"| {name} | {m['train']:.1f} | {m['val']:.1f} | {total:.1f} | {ratio:.2f}x | {spread} |")
 
 
 def profile(args: argparse.Namespace, data: Path) -> None:
@@ -156,6 +162,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=15360, help="training images of the subset")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seeds", action="store_true", help="repeat r trains with --seed r (accuracy over seeds)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="--profile: steps timed per part")
     p.add_argument("--extra", default="", help="flags given to every `lgvit train` run")
