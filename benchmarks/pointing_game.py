@@ -7,7 +7,7 @@ the tight box of its non-zero pixels. The model is an `lgvit train` checkpoint: 
 stage's stride-covered size (the stage's h * stride), cropped to the canvas, and scores a hit when its maximum
 lies in the box. Methods:
 
-- `gradcam, stage s`: Grad-CAM of the true class on stage s;
+- `Grad-CAM, stage s` / `Layer-CAM, stage s`: Grad-CAM / Layer-CAM of the true class on stage s;
 - `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
   the last such block of stage s, averaged over heads and query slots (the attention each position receives);
 - `random`: a uniformly random point (the chance level: box area / canvas area).
@@ -27,7 +27,7 @@ import torch
 
 from lgvit.data.build import resolve_data_dir
 from lgvit.data.idx import load_idx_split
-from lgvit.explain import attention_maps, grad_cam
+from lgvit.explain import attention_maps, grad_cam, layer_cam
 from lgvit.explain.figures import display_image, fit_to_image, panels_figure, peak
 from lgvit.tools.inference import from_checkpoint
 
@@ -88,6 +88,7 @@ def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Map
         out[_label(model, name)] = (m.mean((1, 2)), model.feature_info[int(name.split(".")[1])]["reduction"])
     for stage, level in enumerate(model.feature_info):
         out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], level["reduction"])
+        out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], level["reduction"])
     out["random"] = (torch.rand(x.shape[0], *x.shape[-2:]), 1)
     return out
 

@@ -1,6 +1,6 @@
 """lgvit.explain: attention maps in the image's layout for every family (shapes at odd sizes, rows summing
-to 1, hand-built attention recovered exactly), an unchanged forward while recording, rollout, Grad-CAM,
-and `lgvit explain` on 1- and 3-channel models."""
+to 1, hand-built attention recovered exactly), an unchanged forward while recording, rollout, Grad-CAM and
+Layer-CAM against their definitions, and `lgvit explain` on 1- and 3-channel models."""
 
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from lgvit import create_model
 from lgvit.cli import main
-from lgvit.explain import attention_maps, attention_rollout, grad_cam
+from lgvit.explain import attention_maps, attention_rollout, grad_cam, layer_cam
 from lgvit.explain.figures import fit_to_image, peak
 from lgvit.explain.maps import collect
 from lgvit.layers.attention import WindowAttention
@@ -212,6 +212,67 @@ def test_grad_cam_equals_cam_for_a_linear_head() -> None:
         assert torch.allclose(logits, model(x), atol=1e-5)
 
 
+def test_layer_cam_keeps_the_positive_weights_of_a_linear_head() -> None:
+    """Average pool + Linear: d score / d A_c(i, j) = W[t, c] / hw everywhere, so Layer-CAM is
+    relu(sum_c relu(W[t, c]) A_c) / max, and differs from Grad-CAM, which keeps the negative weights too."""
+    model = _windowed("gcvit_fmnist")
+    x = torch.randn(2, 1, *SIZE)
+    target = torch.tensor([0, 2])
+    cam, logits = layer_cam(model, x, target)
+    with torch.no_grad():
+        feats = model.forward_features(x)  # (B, C, h, w)
+        assert torch.allclose(logits, model(x), atol=1e-5)
+    ref = torch.einsum("bc,bchw->bhw", model.head.fc.weight[target].clamp_min(0), feats).clamp_min(0)
+    assert torch.allclose(cam, ref / ref.amax((1, 2), keepdim=True), atol=1e-5)
+    assert not torch.allclose(cam, grad_cam(model, x, target)[0], atol=1e-2)
+
+
+class _SquareHead(nn.Module):
+    """score = W @ mean_hw(A^2): d score_t / d A_c(i, j) = 2 W[t, c] A_c(i, j) / hw, different at every position."""
+
+    pool = "avg"
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return a.square().mean((2, 3)) @ self.weight.T  # (B, classes)
+
+
+class _Squares(nn.Module):
+    """A 1 x 1 conv (the one level, stride 1) and `_SquareHead`."""
+
+    feature_info = [{"module": "features", "reduction": 1}]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(1, 6, 1)
+        self.head = _SquareHead(torch.randn(3, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_layer_and_grad_cam_follow_their_definitions() -> None:
+    """Per-position gradients: Layer-CAM relu(sum_c relu(dy/dA_c(i, j)) A_c(i, j)), Grad-CAM
+    relu(sum_c mean_hw(dy/dA_c) A_c), each divided by its maximum; computed by hand from the closed-form gradient."""
+    torch.manual_seed(0)
+    model = _Squares()
+    x = torch.randn(4, 1, 5, 7)
+    target = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        a = model.features(x)  # (B, C, h, w)
+    w = model.head.weight.detach()[target][:, :, None, None]  # (B, C, 1, 1)
+    grad = 2 * w * a / (5 * 7)  # (B, C, h, w)
+    layer = (grad.clamp_min(0) * a).sum(1).clamp_min(0)  # (B, h, w)
+    grad_avg = (grad.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0)  # (B, h, w)
+    layer_map, grad_map = layer_cam(model, x, target)[0], grad_cam(model, x, target)[0]
+    assert torch.allclose(layer_map, layer / layer.amax((1, 2), keepdim=True), atol=1e-5)
+    assert torch.allclose(grad_map, grad_avg / grad_avg.amax((1, 2), keepdim=True).clamp_min(1e-12), atol=1e-5)
+    assert not torch.allclose(layer_map, grad_map, atol=1e-2)
+
+
 @pytest.mark.parametrize(
     ("name", "kw", "size", "side"),
     [
@@ -226,11 +287,13 @@ def test_grad_cam_every_family(name: str, kw: dict, size: tuple[int, int], side:
     model = create_model(name, **kw).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # frozen weights: the CAM still has a graph
-    cam, _ = grad_cam(model, torch.randn(2, model.in_chans, *size))
-    assert cam.shape == (2, *side)
-    assert ((cam >= 0) & (cam <= 1)).all() and torch.allclose(cam.amax((1, 2)), torch.ones(2))
+    for cam_of in (grad_cam, layer_cam):
+        cam, _ = cam_of(model, torch.randn(2, model.in_chans, *size))
+        top = cam.amax((1, 2))
+        assert cam.shape == (2, *side) and ((cam >= 0) & (cam <= 1)).all()
+        assert (((top - 1).abs() < 1e-6) | (top == 0)).all()  # each map divided by its maximum (an all-zero one kept)
     with pytest.raises(ValueError, match="out of range"):
-        grad_cam(model, torch.randn(1, model.in_chans, *size), stage=len(model.feature_info))
+        layer_cam(model, torch.randn(1, model.in_chans, *size), stage=len(model.feature_info))
     if model.head.pool == "token":
         with pytest.raises(ValueError, match="choose an earlier level"):
             grad_cam(model, torch.randn(1, model.in_chans, *size), stage=-1)
@@ -277,11 +340,11 @@ def test_cli_one_channel_gcvit(tmp_path: Path, images: list[Path]) -> None:
     ckpt = _checkpoint(tmp_path / "best.pt", "gcvit_fmnist", 1)
     out = tmp_path / "out"
     assert main(["explain", "--checkpoint", str(ckpt), *map(str, images), "--out", str(out)]) == 0
-    for method in ("global", "gradcam"):
+    for method in ("global", "gradcam", "layercam"):
         assert main(["explain", "--checkpoint", str(ckpt), str(images[1]), "--method", method, "--out", str(out)]) == 0
     pngs = _pngs(out)
     written = [f"shirt_{i}_{kind}.png" for i in (0, 1) for kind in ("input", "attention", "local_global")]  # numbered
-    written += [f"shirt_{kind}.png" for kind in ("input", "global", "gradcam", "local_global")]
+    written += [f"shirt_{kind}.png" for kind in ("input", "global", "gradcam", "layercam", "local_global")]
     assert set(pngs) == set(written)
     assert all(w >= 200 and h >= 200 for w, h in pngs.values())  # panels of 240 px at 100 dpi
     assert pngs["shirt_0_attention.png"][0] > 3 * 240  # the input and the last stage's 8 heads side by side

@@ -1,5 +1,5 @@
 """`lgvit explain`: PNGs of where a model looks in each image: attention per head, GC ViT's global-query
-attention, attention rollout or Grad-CAM, blended on the image with the top-k predictions in the title.
+attention, attention rollout, Grad-CAM or Layer-CAM, blended on the image with the top-k predictions in the title.
 
 Images and weights are read as `lgvit predict` reads them (the same errors); an unreadable image is
 reported on stderr and the others are still explained, the exit status is then 2.
@@ -12,25 +12,26 @@ from pathlib import Path
 from ..training.distributed import DEVICE_HELP
 from .predict import add_source_args, check_source_args, load_source
 
-METHODS = ("attention", "global", "rollout", "gradcam")
+METHODS = ("attention", "global", "rollout", "gradcam", "layercam")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="draw attention maps, global-query maps or Grad-CAM on images")
+    p = sub.add_parser("explain", help="draw attention maps, global-query maps, Grad-CAM or Layer-CAM on images")
     add_source_args(p)
     p.add_argument(
         "--method",
         choices=METHODS,
         default="attention",
         help="attention: every head of a stage's last block; global: GC ViT's global-query attention; "
-        "rollout: attention rollout (DeiT, LocalViT, TNT); gradcam: Grad-CAM per stage",
+        "rollout: attention rollout (DeiT, LocalViT, TNT); gradcam: Grad-CAM per stage; layercam: Layer-CAM "
+        "per stage (each position weighted by its own positive gradient)",
     )
     p.add_argument(
         "--stage",
         type=int,
         default=None,
-        help="stage (block for DeiT/TNT) to show (default: the last; Grad-CAM: every stage, or the level "
-        "before the last for class-token models)",
+        help="stage (block for DeiT/TNT) to show (default: the last; Grad-CAM, Layer-CAM: every stage, or the "
+        "level before the last for class-token models)",
     )
     p.add_argument("--topk", type=int, default=3, help="how many predictions the title lists")
     p.add_argument("--out", default="explain", help="folder for the PNGs (default: ./explain)")

@@ -1,4 +1,5 @@
-"""Grad-CAM (Selvaraju et al., 2017) on any stage of any lgvit model, NCHW maps or tokens alike.
+"""Grad-CAM (Selvaraju et al., 2017) and Layer-CAM (Jiang et al., 2021) on any stage of any lgvit model,
+NCHW maps or tokens alike.
 
 Written here rather than taken from `grad-cam` (pytorch-grad-cam): that library wants one NCHW target
 layer per model plus a per-family `reshape_transform` for token and NHWC stages, resizes the map to the
@@ -40,16 +41,11 @@ def _level(model: nn.Module, stage: int | None) -> dict:
     return info[stage]
 
 
-def grad_cam(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`).
-
-    relu(sum_c mean_hw(d score / d A_c) * A_c) per image, divided by its maximum: (B, h, w) in [0, 1] at
-    the level's resolution (h = ceil(H / reduction) for the hierarchical models, H / patch for tokens).
-    `target`: (B,) class indices whose score is explained (default: each image's top class). Returns
-    (cam, logits); the logits are the eval forward's, with gradients on (float rounding apart from no_grad).
-    """
+def _activation_and_gradient(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, stage: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (B, C, h, w) output A of `feature_info[stage]` for the batch `x`, d score / d A for `target`'s
+    class (default: each image's top class), and the logits of the eval forward."""
     level = _level(model, stage)
     kept: list[torch.Tensor] = []
     hook = model.get_submodule(level["module"]).register_forward_hook(
@@ -64,6 +60,33 @@ def grad_cam(
         hook.remove()
     r = level["reduction"]
     grid = (x.shape[-2] // r, x.shape[-1] // r)
-    act, grad = _as_map(kept[-1].detach(), grid), _as_map(grad, grid)  # each (B, C, h, w)
-    cam = (grad.mean((2, 3), keepdim=True) * act).sum(1).clamp_min(0)  # (B, h, w)
-    return cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-12), logits.detach()
+    return _as_map(kept[-1].detach(), grid), _as_map(grad, grid), logits.detach()  # A, dA: (B, C, h, w)
+
+
+def _unit_max(cam: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) maps, each divided by its maximum (an all-zero map stays zero)."""
+    return cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`).
+
+    relu(sum_c mean_hw(d score / d A_c) * A_c) per image, divided by its maximum: (B, h, w) in [0, 1] at
+    the level's resolution (h = ceil(H / reduction) for the hierarchical models, H / patch for tokens).
+    `target`: (B,) class indices whose score is explained (default: each image's top class). Returns
+    (cam, logits); the logits are the eval forward's, with gradients on (float rounding apart from no_grad).
+    """
+    act, grad, logits = _activation_and_gradient(model, x, target, stage)
+    return _unit_max((grad.mean((2, 3), keepdim=True) * act).sum(1).clamp_min(0)), logits  # (B, h, w)
+
+
+def layer_cam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer-CAM (Jiang et al., 2021) of `x` on `feature_info[stage]`: as `grad_cam`, but each position
+    weighs the activations by its own positive gradient, relu(sum_c relu(d score / d A_c(i, j)) * A_c(i, j)),
+    instead of by the channel's mean gradient. Same arguments, shapes and normalisation as `grad_cam`."""
+    act, grad, logits = _activation_and_gradient(model, x, target, stage)
+    return _unit_max((grad.clamp_min(0) * act).sum(1).clamp_min(0)), logits  # (B, h, w)

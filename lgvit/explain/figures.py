@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..files import atomic_write  # noqa: E402
-from .cam import default_stage, grad_cam  # noqa: E402
+from .cam import default_stage, grad_cam, layer_cam  # noqa: E402
 from .maps import attention_rollout, collect, to_maps  # noqa: E402
 
 PANEL, DPI = 2.4, 100
@@ -204,18 +204,22 @@ def local_global_rows(model: nn.Module, x: torch.Tensor) -> list[tuple[str, Pane
     return rows
 
 
-def cam_rows(model: nn.Module, x: torch.Tensor, stage: int | None) -> tuple[torch.Tensor, list]:
-    """Logits and one row of Grad-CAM panels: `stage`, or every stage of a hierarchical model (the default
-    level of a class-token model)."""
+CAMS = {"gradcam": ("Grad-CAM", grad_cam), "layercam": ("Layer-CAM", layer_cam)}
+
+
+def cam_rows(model: nn.Module, x: torch.Tensor, stage: int | None, method: str) -> tuple[torch.Tensor, list]:
+    """Logits and one row of `method`'s panels (a key of `CAMS`): `stage`, or every stage of a hierarchical
+    model (the default level of a class-token model)."""
     if stage is None and model.head.pool != "token":
         levels = list(range(len(model.feature_info)))
     else:
         levels = [default_stage(model) if stage is None else stage]
+    name, cam_of = CAMS[method]
     panels, logits = [], None
     for level in levels:
-        cam, logits = grad_cam(model, x, stage=level)
-        panels.append((f"Grad-CAM, level {level % len(model.feature_info)}", _fit(model, cam[0], level, x)))
-    return logits, [("Grad-CAM", panels)]
+        cam, logits = cam_of(model, x, stage=level)
+        panels.append((f"{name}, level {level % len(model.feature_info)}", _fit(model, cam[0], level, x)))
+    return logits, [(name, panels)]
 
 
 def explain_image(
@@ -230,9 +234,10 @@ def explain_image(
 ) -> list[Path]:
     """The PNGs of one prepared image `x` (1, C, H, W) shown as `image`: `{out}_input.png`, `{out}_{method}.png`
     (the top-k in the first title, one overlay per head or level) and, for GC ViT's attention maps,
-    `{out}_local_global.png`. `stage` None: the last stage (attention), every stage or the default level (Grad-CAM)."""
-    if method == "gradcam":
-        logits, rows = cam_rows(model, x, stage)
+    `{out}_local_global.png`. `stage` None: the last stage (attention), every stage or the default level
+    (Grad-CAM, Layer-CAM)."""
+    if method in CAMS:
+        logits, rows = cam_rows(model, x, stage, method)
     elif method == "rollout":
         with torch.no_grad():
             logits = model.eval()(x)
