@@ -35,15 +35,13 @@ _NAMES = {  # what each metric is, for the summary
 
 def plot_dense_curves(history: list[dict], metrics: tuple[str, ...], path: Path) -> None:
     """Training (and val, when measured) loss, and the val (and EMA) metrics per epoch, side by side."""
-    epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "val_loss", "ema_loss"):
-        if all(key in r for r in history):
-            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    for k in metrics:
-        for prefix in ("val", "ema"):
-            if k != "loss" and all(f"{prefix}_{k}" in r for r in history):
-                ax_metric.plot(epochs, [r[f"{prefix}_{k}"] for r in history], marker="o", label=f"{prefix} {k}")
+    curves = [(ax_loss, key, key) for key in ("train_loss", "val_loss", "ema_loss")]
+    curves += [(ax_metric, f"{p}_{k}", f"{p} {k}") for k in metrics if k != "loss" for p in ("val", "ema")]
+    for ax, key, label in curves:
+        rows = [r for r in history if key in r]  # validation may skip epochs (--val-every)
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
     for ax, title in ((ax_loss, "loss"), (ax_metric, "val metrics (%)")):
         ax.set_xlabel("epoch")
         ax.set_title(title)

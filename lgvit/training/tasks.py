@@ -179,10 +179,11 @@ class DenseTask(Task):
 
     def epoch_line(self, row: dict, epochs: int) -> str:
         """One line per epoch: train loss, the val metrics (and the EMA's score), speed."""
-        shown = ", ".join(f"{k} {row[f'val_{k}']:.2f}" for k in self.metrics if k != "loss")
+        shown = ", ".join(f"{k} {row[f'val_{k}']:.2f}" for k in self.metrics if k != "loss" and f"val_{k}" in row)
         ema = f" | EMA {self.score} {row[f'ema_{self.score}']:.2f}" if f"ema_{self.score}" in row else ""
+        val = f"val {shown}" if shown else "not validated (--val-every)"
         return (
-            f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} | val {shown}{ema} | "
+            f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} | {val}{ema} | "
             f"{row['img_s']:.1f} img/s, {row['epoch_seconds']:.0f} s"
         )
 
