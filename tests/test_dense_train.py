@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from test_train import StopAfter
 
 from lgvit.cli import main
 from lgvit.data import FashionScenes, SceneConfig
@@ -117,17 +118,6 @@ def test_a_short_segmentation_run_beats_the_untrained_segmenter(tmp_path: Path, 
     Image.fromarray((FashionScenes(split="val")[0][0][0] * 255).round().byte().numpy()).save(scene)
     assert main(["predict", str(scene), "--checkpoint", str(tmp_path / "best.pt")]) == 0
     assert "background" in capsys.readouterr().out and (tmp_path / "predict" / "scene_pred.png").is_file()
-
-
-class StopAfter:
-    """Asks to stop after `n` polls (optimizer steps), like a SIGTERM would."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __call__(self) -> bool:
-        self.n -= 1
-        return self.n <= 0
 
 
 def test_a_stopped_and_resumed_detection_run_equals_the_uninterrupted_one(tmp_path: Path) -> None:

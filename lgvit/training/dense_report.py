@@ -5,20 +5,17 @@ import dataclasses
 import json
 from pathlib import Path
 
-import matplotlib
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
-from torchvision.transforms.v2.functional import pil_to_tensor  # noqa: E402
-
-from ..dense.draw import SCORE_SHOWN, draw_boxes, draw_label_map, save_grid, to_rgb  # noqa: E402
-from ..explain.maps import eval_mode  # noqa: E402
-from ..files import atomic_write, atomic_write_text  # noqa: E402
-from .tasks import DenseData, DenseTask  # noqa: E402
+from ..dense.draw import SCORE_SHOWN, draw_boxes, draw_label_map, save_grid, to_rgb
+from ..explain.maps import eval_mode
+from ..files import atomic_write_text
+from .report import plot_history
+from .tasks import DenseData, DenseTask
 
 SHOWN = 6  # val images in predictions.png
 
@@ -35,21 +32,9 @@ _NAMES = {  # what each metric is, for the summary
 
 def plot_dense_curves(history: list[dict], metrics: tuple[str, ...], path: Path) -> None:
     """Training (and val, when measured) loss, and the val (and EMA) metrics per epoch, side by side."""
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    curves = [(ax_loss, key, key) for key in ("train_loss", "val_loss", "ema_loss")]
-    curves += [(ax_metric, f"{p}_{k}", f"{p} {k}") for k in metrics if k != "loss" for p in ("val", "ema")]
-    for ax, key, label in curves:
-        rows = [r for r in history if key in r]  # validation may skip epochs (--val-every)
-        if rows:
-            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
-    for ax, title in ((ax_loss, "loss"), (ax_metric, "val metrics (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    curves = [(0, key, key) for key in ("train_loss", "val_loss", "ema_loss")]
+    curves += [(1, f"{p}_{k}", f"{p} {k}") for k in metrics if k != "loss" for p in ("val", "ema")]
+    plot_history(history, curves, ("loss", "val metrics (%)"), path)
 
 
 @torch.no_grad()

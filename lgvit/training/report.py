@@ -6,6 +6,7 @@ Every file but TensorBoard's is written atomically (lgvit.files), so a crash nev
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -65,28 +66,36 @@ def _save_png(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss (train, val) and accuracy (train, val, EMA) per epoch, side by side."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    curves = (
-        (ax_loss, "train_loss", "train"),
-        (ax_loss, "val_loss", "val"),
-        (ax_loss, "ema_loss", "val (EMA)"),
-        (ax_acc, "train_acc", "train"),
-        (ax_acc, "val_top1", "val top-1"),
-        (ax_acc, "ema_top1", "val top-1 (EMA)"),
-    )
-    for ax, key, label in curves:
-        rows = [r for r in history if key in r]  # validation may skip epochs (--val-every)
+def plot_history(
+    history: list[dict], curves: Sequence[tuple[int, str, str]], titles: tuple[str, str], path: Path
+) -> None:
+    """Per-epoch curves on two side-by-side panels; `curves` are (panel 0 or 1, history key, label), and epochs
+    without the key (not validated, --val-every) are left out."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for panel, key, label in curves:
+        rows = [r for r in history if key in r]
         if rows:
-            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
+            axes[panel].plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     _save_png(fig, path)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss (train, val) and accuracy (train, val, EMA) per epoch, side by side."""
+    curves = (
+        (0, "train_loss", "train"),
+        (0, "val_loss", "val"),
+        (0, "ema_loss", "val (EMA)"),
+        (1, "train_acc", "train"),
+        (1, "val_top1", "val top-1"),
+        (1, "ema_top1", "val top-1 (EMA)"),
+    )
+    plot_history(history, curves, ("loss", "accuracy (%)"), path)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, title: str = "") -> None:
