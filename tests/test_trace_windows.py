@@ -108,17 +108,21 @@ def test_compile_dynamic_does_not_recompile_for_a_new_size(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_fx_feature_extractor_with_stages_as_leaves_returns_the_stage_maps(name: str) -> None:
-    # window stages branch on their map's size in Python, which FX cannot trace: they are leaf modules
+def test_fx_traces_through_the_blocks_and_create_feature_extractor_returns_the_stage_maps(name: str) -> None:
+    # the steps whose Python depends on the map's size are torch.fx.wrap leaf functions: no tracer arguments
     from torchvision.models.feature_extraction import create_feature_extractor
 
     model = _model(name)
     nodes = {f"stages.{i}": str(i) for i in range(len(model.stages))}
-    leaves = sorted({type(s) for s in model.stages}, key=str)
-    extractor = create_feature_extractor(model, nodes, tracer_kwargs={"leaf_modules": leaves})
-    x = _input(97, 127, 2)
-    with torch.no_grad():
-        out, ref = extractor(x), model.forward_intermediates(x, intermediates_only=True)
-    assert list(out) == list(nodes.values()) and len(ref) == len(out)
-    for got, want in zip(out.values(), ref, strict=True):
-        assert got.shape == want.shape and (got - want).abs().max() <= 1e-5
+    extractor = create_feature_extractor(model, nodes)
+    graph = torch.fx.symbolic_trace(model)
+    modules = {n.target for n in graph.graph.nodes if n.op == "call_module"}
+    assert any(m.endswith("norm1") for m in modules)  # the blocks are traced through, not leaves
+    for size in [(97, 127), (120, 70)]:
+        x = _input(*size, 2)
+        with torch.no_grad():
+            out, ref = extractor(x), model.forward_intermediates(x, intermediates_only=True)
+            assert (graph(x) - model(x)).abs().max() <= 1e-5, size
+        assert list(out) == list(nodes.values()) and len(ref) == len(out)
+        for got, want in zip(out.values(), ref, strict=True):
+            assert got.shape == want.shape and (got - want).abs().max() <= 1e-5, size

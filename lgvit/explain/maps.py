@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from ..layers.attention import TokenAttention, WindowAttention, record_attention
-from ..layers.window import Size2, grid_partition, grid_reverse, padded_size, window_partition, window_reverse
+from ..layers.window import (
+    Size2,
+    fit_window,
+    grid_partition,
+    grid_reverse,
+    padded_size,
+    window_partition,
+    window_reverse,
+)
 from ..models.gcvit import GCViTBlock
 from ..models.maxvit import PartitionAttention
 from ..models.swin import SwinBlock
@@ -41,8 +49,7 @@ def _block_layout(block: nn.Module, args: tuple) -> Layout:
         return Layout(size, tuple(args[2]))
     if isinstance(block, SwinBlock):  # forward(x, window, shift, mask)
         return Layout(size, tuple(args[1]), tuple(args[2]))
-    part = tuple(block.window if s >= block.window else s for s in size)  # as PartitionAttention._attn
-    return Layout(size, part, grid=block.grid)
+    return Layout(size, fit_window(size, block.window), grid=block.grid)  # as partition_attention
 
 
 @contextmanager

@@ -58,6 +58,13 @@ def cached(cache: dict | None, key: tuple, build: Callable[[], T]) -> T:
     return cache[key]
 
 
+def fit_window(size: Size2, window: int) -> Size2:
+    """The window used on a map of `size`: `window` along each axis at least that long, else the whole axis.
+
+    One comparison per axis: a guard when traced by dynamo, a leaf in FX graphs (the models `torch.fx.wrap` it)."""
+    return tuple(window if s >= window else s for s in size)
+
+
 def padded_size(size: Size2, window: Size2) -> Size2:
     """`size` rounded up to multiples of `window`, as (windows per axis) * window: symbolic sizes stay simple."""
     return (size[0] + window[0] - 1) // window[0] * window[0], (size[1] + window[1] - 1) // window[1] * window[1]

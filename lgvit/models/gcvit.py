@@ -32,6 +32,7 @@ from ..layers import (
     Size2,
     WindowAttention,
     drop_path_rates,
+    fit_window,
     per_stage,
     tracing,
     window_partition,
@@ -48,6 +49,12 @@ from .base import (
     trunc_normal_init,
 )
 from .spec import PretrainedTag, Variant, small_variant
+
+# FX (torch.fx.symbolic_trace, torchvision's create_feature_extractor): the steps whose Python depends on the
+# map's size are leaf functions in the graph; they run eagerly when the graph runs
+torch.fx.wrap("fit_window")
+torch.fx.wrap("global_queries")
+torch.fx.wrap("block_attention")
 
 
 @dataclass(frozen=True)
@@ -160,21 +167,27 @@ class GlobalQueryGen(nn.Module):
         self.blocks = nn.ModuleDict({f"conv{j + 1}": FusedMBConv(dim) for j in range(num_convs)})
 
     def forward(self, x: torch.Tensor, window: Size2) -> torch.Tensor:
-        pools = _pool_depth(tuple(x.shape[-2:]), window)
-        for block in self.blocks.values():
-            x = block(x)
-            if pools:
-                x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
-        for _ in range(pools):
-            x = F.max_pool2d(x, 3, 2, 1)
-        if tracing():  # always resize (the identity at the window), as matmuls the tracer needs no proofs for
-            x = _bicubic_rows(_bicubic_rows(x, window[0]).transpose(-2, -1), window[1]).transpose(-2, -1)
-        elif tuple(x.shape[-2:]) != tuple(window):
-            x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
-        B, C = x.shape[:2]
-        # (B, C, h, w) -> (B, h*w, heads, head_dim)
-        x = x.permute(0, 2, 3, 1).reshape(B, window[0] * window[1], self.num_heads, C // self.num_heads)
-        return x.transpose(1, 2)  # (B, heads, N, head_dim)
+        """(B, C, H, W) map -> (B, heads, window h*w, head_dim) queries."""
+        return global_queries(self, x, window)
+
+
+def global_queries(gen: GlobalQueryGen, x: torch.Tensor, window: Size2) -> torch.Tensor:
+    """`gen`'s forward. Its pooling depth depends on the map's size: a leaf function in FX graphs."""
+    pools = _pool_depth(tuple(x.shape[-2:]), window)
+    for block in gen.blocks.values():
+        x = block(x)
+        if pools:
+            x, pools = F.max_pool2d(x, 3, 2, 1), pools - 1
+    for _ in range(pools):
+        x = F.max_pool2d(x, 3, 2, 1)
+    if tracing():  # always resize (the identity at the window), as matmuls the tracer needs no proofs for
+        x = _bicubic_rows(_bicubic_rows(x, window[0]).transpose(-2, -1), window[1]).transpose(-2, -1)
+    elif tuple(x.shape[-2:]) != tuple(window):
+        x = F.interpolate(x, size=window, mode="bicubic", align_corners=False)
+    B, C = x.shape[:2]
+    # (B, C, h, w) -> (B, h*w, heads, head_dim)
+    x = x.permute(0, 2, 3, 1).reshape(B, window[0] * window[1], gen.num_heads, C // gen.num_heads)
+    return x.transpose(1, 2)  # (B, heads, N, head_dim)
 
 
 class GCViTBlock(nn.Module):
@@ -204,15 +217,18 @@ class GCViTBlock(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
-    def _attn(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
-        size = (x.shape[1], x.shape[2])
-        windows, padded = window_partition(x, window)  # (B*nW, N, C)
-        out = self.attn(windows, window, q_global if self.global_query else None)
-        return window_reverse(out, window, padded, size)  # (B, H, W, C)
-
     def forward(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self._attn(self.norm1(x), q_global, window)))
+        x = x + self.drop_path1(self.ls1(block_attention(self, self.norm1(x), q_global, window)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+def block_attention(block: GCViTBlock, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
+    """`block`'s attention on a normalised (B, H, W, C) map: pad, partition, attend, reverse, crop.
+    Sized by the map: a leaf function in FX graphs."""
+    size = (x.shape[1], x.shape[2])
+    windows, padded = window_partition(x, window)  # (B*nW, N, C)
+    out = block.attn(windows, window, q_global if block.global_query else None)
+    return window_reverse(out, window, padded, size)  # (B, H, W, C)
 
 
 class GCViTStage(nn.Module):
@@ -235,7 +251,7 @@ class GCViTStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        window = tuple(self.window if s >= self.window else s for s in x.shape[2:])  # a guard per axis when traced
+        window = fit_window(x.shape[2:], self.window)  # a guard per axis when traced
         q_global = self.global_block(x, window)  # (B, heads, N, d)
         x = self.blocks(x.permute(0, 2, 3, 1), q_global, window)  # (B, H, W, C)
         return self.norm(x).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)

@@ -32,6 +32,7 @@ from ..layers import (
     WindowAttention,
     avg_pool_same,
     channels_first,
+    fit_window,
     grid_partition,
     grid_reverse,
     math_attention_enabled,
@@ -52,6 +53,10 @@ from .base import (
     stage_feature_info,
 )
 from .spec import PretrainedTag, Variant, small_variant
+
+# FX (torch.fx.symbolic_trace, torchvision's create_feature_extractor): the step whose Python depends on the
+# map's size is a leaf function in the graph; it runs eagerly when the graph runs
+torch.fx.wrap("partition_attention")
 
 
 @dataclass(frozen=True)
@@ -205,17 +210,20 @@ class PartitionAttention(nn.Module):
         self.drop_path2 = DropPath(drop_path)
         self._cache: dict = {}  # eager: the padding masks per size; not state
 
-    def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[1], x.shape[2])
-        part = tuple(self.window if s >= self.window else s for s in size)  # a guard per axis when traced
-        split, merge = (grid_partition, grid_reverse) if self.grid else (window_partition, window_reverse)
-        windows, padded = split(x, part)  # (B*nW, N, C)
-        out = self.attn(windows, part, mask=padding_mask(size, part, self.grid, x.device, self._cache))
-        return merge(out, part, padded, size)  # (B, H, W, C)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop_path1(self._attn(self.norm1(x))).add_(x)  # the branch is a fresh tensor: add in place
+        x = self.drop_path1(partition_attention(self, self.norm1(x))).add_(x)  # a fresh tensor: add in place
         return self.drop_path2(self.mlp(self.norm2(x))).add_(x)
+
+
+def partition_attention(block: PartitionAttention, x: torch.Tensor) -> torch.Tensor:
+    """`block`'s attention on a normalised (B, H, W, C) map: pad, partition (block or grid), attend, reverse.
+    Sized by the map: a leaf function in FX graphs."""
+    size = (x.shape[1], x.shape[2])
+    part = fit_window(size, block.window)  # a guard per axis when traced
+    split, merge = (grid_partition, grid_reverse) if block.grid else (window_partition, window_reverse)
+    windows, padded = split(x, part)  # (B*nW, N, C)
+    out = block.attn(windows, part, mask=padding_mask(size, part, block.grid, x.device, block._cache))
+    return merge(out, part, padded, size)  # (B, H, W, C)
 
 
 class MaxViTBlock(nn.Module):

@@ -32,6 +32,7 @@ from ..layers import (
     WindowAttention,
     concrete,
     drop_path_rates,
+    fit_window,
     pad_to_multiple,
     per_stage,
     shifted_window_mask,
@@ -49,6 +50,11 @@ from .base import (
     trunc_normal_init,
 )
 from .spec import PretrainedTag, Variant, small_variant
+
+# FX (torch.fx.symbolic_trace, torchvision's create_feature_extractor): the steps whose Python depends on the
+# map's size are leaf functions in the graph; they run eagerly when the graph runs
+torch.fx.wrap("stage_geometry")
+torch.fx.wrap("shifted_attention")
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,7 @@ class PatchMerging(nn.Module):
 
 def stage_window(size: Size2, window: int) -> tuple[Size2, Size2]:
     """(window, shift) for a map of `size`: an axis no longer than the window is one window and is not shifted."""
-    win = tuple(window if s >= window else s for s in size)  # one comparison per axis: a guard when traced
-    return win, tuple(_shift(s, window) for s in size)
+    return fit_window(size, window), tuple(_shift(s, window) for s in size)
 
 
 def _shift(side: int, window: int) -> int:
@@ -131,16 +136,21 @@ class SwinBlock(FeedForwardBlock):
         self.init_feed_forward(dim, cfg.mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, eps=1e-5)
         self._cache: dict = {}  # eager: the roll + pad + partition gather indices per size; not state
 
-    def _attn(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
-        size = (x.shape[1], x.shape[2])
-        windows, padded = window_partition(x, window, shift, self._cache)  # (B*nW, N, C), rolled by -shift
-        out = self.attn(windows, window, mask=mask)  # (B*nW, N, C)
-        return window_reverse(out, window, padded, size, shift, self._cache)  # (B, H, W, C), rolled back
-
     def forward(self, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H, W, C); `window`/`shift` from `stage_window`; `mask` from `shifted_window_mask`."""
-        x = x + self.drop_path1(self._attn(self.norm1(x), window, shift, mask))
+        x = x + self.drop_path1(shifted_attention(self, self.norm1(x), window, shift, mask))
         return self.feed_forward(x)
+
+
+def shifted_attention(
+    block: SwinBlock, x: torch.Tensor, window: Size2, shift: Size2, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """`block`'s attention on a normalised (B, H, W, C) map: roll, pad, partition, attend, and back.
+    Sized by the map: a leaf function in FX graphs."""
+    size = (x.shape[1], x.shape[2])
+    windows, padded = window_partition(x, window, shift, block._cache)  # (B*nW, N, C), rolled by -shift
+    out = block.attn(windows, window, mask=mask)  # (B*nW, N, C)
+    return window_reverse(out, window, padded, size, shift, block._cache)  # (B, H, W, C), rolled back
 
 
 class SwinStage(nn.Module):
@@ -157,12 +167,20 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x.permute(0, 2, 3, 1))  # (B, H, W, C)
-        size = (x.shape[1], x.shape[2])
-        window, shift = stage_window(size, self.window)
+        window, shift, masks = stage_geometry(self, x)
         for j, blk in enumerate(self.blocks):
-            s = shift if j % 2 else (0, 0)
-            x = self.blocks.run(blk, x, window, s, shifted_window_mask(size, window, s, x.device, self._cache))
+            x = self.blocks.run(blk, x, window, shift if j % 2 else (0, 0), masks[j % 2])
         return self.norm(x).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+def stage_geometry(stage: SwinStage, x: torch.Tensor) -> tuple[Size2, Size2, tuple[torch.Tensor | None, ...]]:
+    """(window, shift, (mask of the regular blocks, mask of the shifted ones)) for `stage` on a (B, H, W, C)
+    map. Sized by the map: a leaf function in FX graphs."""
+    size = (x.shape[1], x.shape[2])
+    window, shift = stage_window(size, stage.window)
+    shifts = ((0, 0), shift)[: len(stage.blocks)]  # a one-block stage has no shifted block
+    masks = tuple(shifted_window_mask(size, window, s, x.device, stage._cache) for s in shifts)
+    return window, shift, masks
 
 
 class Swin(HierarchicalBackbone):
