@@ -32,13 +32,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_subset(out: Path, images: int) -> Path:
-    """The first `images` training and `images // 6` test images of Debian's Fashion-MNIST as IDX files."""
+def write_subset(out: Path, images: int, test_images: int | None = None) -> Path:
+    """The first `images` training and `test_images` (default `images // 6`) test images of Debian's
+    Fashion-MNIST as IDX files."""
     from lgvit.data.build import resolve_data_dir
     from lgvit.data.idx import load_idx_split
 
     out.mkdir(parents=True, exist_ok=True)
-    for prefix, split, n in (("train", "train", images), ("t10k", "val", images // 6)):
+    tests = images // 6 if test_images is None else test_images
+    for prefix, split, n in (("train", "train", images), ("t10k", "val", tests)):
         x, y = load_idx_split(resolve_data_dir(None), split)
         for kind, t in (("images", x[:n, 0]), ("labels", y[:n].to(torch.uint8))):
             header = struct.pack(">I", 0x0800 + t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)

@@ -128,22 +128,26 @@ def test_bench_compile_runs_the_compiled_model_beside_eager(monkeypatch, capsys)
 
     calls = []
 
-    def fake_compile(model, dynamic=None):
-        calls.append(dynamic)
+    def fake_compile(model, dynamic=None, mode=None):
+        calls.append((dynamic, mode, torch._inductor.config.freezing))
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    compiled = bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", True)
-    eager = bench._measure("lgvit", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", True)
-    assert calls == [True] and compiled["compile_s"] >= 0 and eager["compile_s"] == 0
+    monkeypatch.setattr(torch._inductor.config, "freezing", False)
+    compiled = bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
+    eager = bench._measure("lgvit", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
+    bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "max-autotune")
+    assert calls == [(True, None, False), (False, "max-autotune", True)]
+    assert compiled["compile_s"] >= 0 and eager["compile_s"] == 0
     seen = []
     row = bench.BenchResult("lgvit", "deit_fmnist", "cpu", "infer", 8, 28, 10.0, 800, 100, 0.01, 90, 0.5)
     monkeypatch.setattr("lgvit.commands.bench.run_bench", lambda *a: seen.append(a[-1]) or [row])
     assert main(["bench", "--model", "deit_fmnist", "--compile"]) == 0
     assert main(["bench", "--model", "deit_fmnist", "--compile", "static"]) == 0
+    assert main(["bench", "--model", "deit_fmnist", "--compile", "max-autotune"]) == 0
     assert main(["bench", "--model", "deit_fmnist"]) == 0
-    assert seen == ["dynamic", "static", None]
-    with pytest.raises(ValueError, match="compile must be 'dynamic' or 'static'"):
+    assert seen == ["dynamic", "static", "max-autotune", None]
+    with pytest.raises(ValueError, match="compile must be one of dynamic, static, max-autotune, not 'fast'"):
         bench.run_bench("deit_fmnist", compile="fast")
 
 

@@ -6,7 +6,7 @@ import json
 import torch
 
 from ..files import atomic_write_text
-from ..tools.bench import format_table, results_as_dicts, run_bench
+from ..tools.bench import COMPILE_MODES, format_table, results_as_dicts, run_bench
 from ..training.distributed import DEVICE_HELP
 
 
@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compile",
         nargs="?",
         const="dynamic",
-        choices=["dynamic", "static"],
+        choices=list(COMPILE_MODES),
         default=None,
-        help="also run torch.compile(model, dynamic=True) ('static': dynamic=False), interleaved; "
+        help="also run torch.compile(model, dynamic=True) ('static': dynamic=False; 'max-autotune': static, "
+        "autotuned matmuls, frozen weights: fastest on CPU, slowest to compile), interleaved; "
         "its compile time is reported",
     )
     p.add_argument("--mode", choices=["infer", "train", "both"], default="both")

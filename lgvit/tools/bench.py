@@ -87,17 +87,30 @@ def _build(impl: str, name: str, size: int) -> torch.nn.Module:
     return timm.create_model(timm_name, drop_path_rate=0.0, **kwargs)
 
 
+COMPILE_MODES = ("dynamic", "static", "max-autotune")
+
+
+def compiled(net: torch.nn.Module, how: str) -> torch.nn.Module:
+    """`torch.compile(net)` as `how` says: 'dynamic' (`dynamic=True`: one graph for every size), 'static'
+    (`dynamic=False`) or 'max-autotune' (static; inductor autotunes each matmul between its own kernels and
+    MKL's, and freezes the weights into inference graphs: the fastest on CPU, the slowest to compile)."""
+    if how == "max-autotune":
+        torch._inductor.config.freezing = True  # inference graphs only; a training graph is compiled as usual
+        return torch.compile(net, dynamic=False, mode="max-autotune")
+    return torch.compile(net, dynamic=how == "dynamic")
+
+
 def _measure(
-    impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int, device: str, dynamic: bool
+    impl: str, name: str, mode: str, batch: int, size: int, iters: int, threads: int, device: str, how: str
 ) -> dict:
     """Runs in the child: seconds per batch, peak memory MB (RSS on the CPU, allocated memory on a GPU) and, for
-    'lgvit-compiled' (`torch.compile(model, dynamic=dynamic)`), the seconds the first call took beyond a step."""
+    'lgvit-compiled' (`compiled(model, how)`), the seconds the first call took beyond a step."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     dev = torch.device(device)
     net = _build(impl, name, size).to(dev)
     x = torch.randn(batch, 3 if impl == "timm" else net.in_chans, size, size, device=dev)
-    model = torch.compile(net, dynamic=dynamic) if impl == "lgvit-compiled" else net
+    model = compiled(net, how) if impl == "lgvit-compiled" else net
     if mode == "infer":
         net.eval()
 
@@ -164,11 +177,11 @@ def run_bench(
     device: str = "auto",
     compile: str | None = None,
 ) -> list[BenchResult]:
-    """Benchmarks `name` (and timm's same model if `compare`; and torch.compile of it if `compile` is 'dynamic'
-    or 'static') on `device` (a `--device` value) with the model's own channels and classes, at `size`
+    """Benchmarks `name` (and timm's same model if `compare`; and torch.compile of it if `compile` is one of
+    `COMPILE_MODES`) on `device` (a `--device` value) with the model's own channels and classes, at `size`
     (default: its native size); returns one result per (impl, mode)."""
-    if compile not in (None, "dynamic", "static"):
-        raise ValueError(f"compile must be 'dynamic' or 'static', not {compile!r}")
+    if compile not in (None, *COMPILE_MODES):
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, not {compile!r}")
     spec = get_spec(name)
     size = size or spec.native_size
     dev = str(pick_device(device))
@@ -188,7 +201,7 @@ def run_bench(
                         iters,
                         torch.get_num_threads(),
                         dev,
-                        compile == "dynamic",
+                        compile,
                     )
                     samples[mode, impl].append(pool.apply(_child, (job,)))
     # only after the measurements: counting (FlopCounterMode imports inductor, which sets
