@@ -133,10 +133,12 @@ def test_bench_compile_runs_the_compiled_model_beside_eager(monkeypatch, capsys)
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(torch._inductor.config, "freezing", False)
-    compiled = bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
-    eager = bench._measure("lgvit", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
-    bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "max-autotune")
+    # inductor's config is restored by its own patch (monkeypatch would delete the entry on undo)
+    with torch._inductor.config.patch(freezing=False):
+        compiled = bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
+        eager = bench._measure("lgvit", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "dynamic")
+        bench._measure("lgvit-compiled", "deit_fmnist", "infer", 1, 28, 1, 1, "cpu", "max-autotune")
+    assert torch._inductor.config.freezing is False
     assert calls == [(True, None, False), (False, "max-autotune", True)]
     assert compiled["compile_s"] >= 0 and eager["compile_s"] == 0
     seen = []
