@@ -197,16 +197,21 @@ def test_block_selection_errors_name_the_choices() -> None:
         attention_maps(model, torch.randn(1, 1, 28, 28), ["stages.9"])
 
 
+def _linear_head_cam(model: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """relu(sum_c weights[b, c] A_c) / max over the last stage's maps A: the CAM of a pool + Linear head."""
+    with torch.no_grad():
+        feats = model.forward_features(x)  # (B, C, h, w)
+    ref = torch.einsum("bc,bchw->bhw", weights, feats).clamp_min(0)
+    return ref / ref.amax((1, 2), keepdim=True)
+
+
 def test_grad_cam_equals_cam_for_a_linear_head() -> None:
     """GC ViT's head is average pool + Linear, so Grad-CAM on the last stage is relu(sum_c W[t, c] A_c) / max."""
     model = _windowed("gcvit_fmnist")
     x = torch.randn(2, 1, *SIZE)
     target = torch.tensor([1, 3])
     cam, logits = grad_cam(model, x, target)
-    with torch.no_grad():
-        feats = model.forward_features(x)  # (B, C, h, w)
-    ref = torch.einsum("bc,bchw->bhw", model.head.fc.weight[target], feats).clamp_min(0)
-    ref = ref / ref.amax((1, 2), keepdim=True)
+    ref = _linear_head_cam(model, x, model.head.fc.weight[target])
     assert cam.shape == (2, 3, 3) and torch.allclose(cam, ref, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(logits, model(x), atol=1e-5)
@@ -220,10 +225,8 @@ def test_layer_cam_keeps_the_positive_weights_of_a_linear_head() -> None:
     target = torch.tensor([0, 2])
     cam, logits = layer_cam(model, x, target)
     with torch.no_grad():
-        feats = model.forward_features(x)  # (B, C, h, w)
         assert torch.allclose(logits, model(x), atol=1e-5)
-    ref = torch.einsum("bc,bchw->bhw", model.head.fc.weight[target].clamp_min(0), feats).clamp_min(0)
-    assert torch.allclose(cam, ref / ref.amax((1, 2), keepdim=True), atol=1e-5)
+    assert torch.allclose(cam, _linear_head_cam(model, x, model.head.fc.weight[target].clamp_min(0)), atol=1e-5)
     assert not torch.allclose(cam, grad_cam(model, x, target)[0], atol=1e-2)
 
 
