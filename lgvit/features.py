@@ -134,7 +134,7 @@ class FeatureMaps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C, H, W) images -> one (B, C_i, ceil(H/s_i), ceil(W/s_i)) map per index of `out_indices`."""
-        self.model.check_channels(x)
+        x = self.model.check_channels(x)
         h, w = x.shape[-2:]
         maps = self.model.forward_intermediates(
             self.pad(x), indices=list(self.out_indices), stop_early=True, intermediates_only=True

@@ -169,6 +169,11 @@ def test_fx_feature_extractor_returns_each_level(name: str) -> None:
         if out.ndim == 3:  # tokens: the class token (if any) first
             out = out[:, out.shape[1] - ref.shape[2] * ref.shape[3] :].transpose(1, 2).reshape(ref.shape)
         assert out.shape == ref.shape and (out - ref).abs().max() <= TOL, node
+    # the input checks stay in the extractor's pruned graph: lgvit's errors, not a conv's
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        extractor(torch.randn(2, 1, 5 * p, 3 * p))
+    with pytest.raises(ValueError, match=f"positive multiples of {p}"):
+        extractor(torch.randn(2, 3, 5 * p + 1, 3 * p))
 
 
 class _Backbone(HierarchicalBackbone):

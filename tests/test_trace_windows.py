@@ -126,3 +126,8 @@ def test_fx_traces_through_the_blocks_and_create_feature_extractor_returns_the_s
         assert list(out) == list(nodes.values()) and len(ref) == len(out)
         for got, want in zip(out.values(), ref, strict=True):
             assert got.shape == want.shape and (got - want).abs().max() <= 1e-5, size
+    # the input checks stay in the extractor's pruned graph: lgvit's errors, not a conv's
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        extractor(torch.randn(2, 1, 97, 127))
+    with pytest.raises(ValueError, match=f"smaller than this model's minimum {model.min_size}x"):
+        extractor(torch.randn(2, 3, model.min_size - 1, 127))

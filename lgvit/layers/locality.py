@@ -129,7 +129,7 @@ class FeedForwardBlock(nn.Module):
             return x + self.drop_path2(self.mlp(self.norm2(x)))
         if hw is None:  # (B, H, W, C)
             return self.locality(channels_first(x)).permute(0, 2, 3, 1)  # through (B, C, H, W)
-        check_token_grid(x, hw, num_prefix)
+        x = check_token_grid(x, hw, num_prefix)
         B, _, C = x.shape
         prefix, patches = x[:, :num_prefix], x[:, num_prefix:]  # (B, P, C), (B, H*W, C)
         patches = patches.transpose(1, 2).reshape(B, C, hw[0], hw[1])  # (B, C, H, W)
@@ -137,12 +137,13 @@ class FeedForwardBlock(nn.Module):
         return torch.cat([prefix, patches], dim=1)  # (B, P + H*W, C)
 
 
-def check_token_grid(x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> None:
-    """Raises a ValueError unless the (B, n, C) tokens are `num_prefix` prefix tokens and an `hw` map.
+def check_token_grid(x: torch.Tensor, hw: tuple[int, int], num_prefix: int) -> torch.Tensor:
+    """`x`, or a ValueError unless the (B, n, C) tokens are `num_prefix` prefix tokens and an `hw` map.
     An FX leaf (torch.fx.wrap); under dynamo the sizes are provably equal, so it adds no guard."""
     n = x.shape[1]
     if n != num_prefix + hw[0] * hw[1]:
         raise ValueError(f"{n} tokens do not form {num_prefix} prefix tokens and a {hw[0]}x{hw[1]} map")
+    return x
 
 
 torch.fx.wrap("check_token_grid")

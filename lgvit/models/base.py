@@ -73,10 +73,12 @@ def check_divisible(cfg: object, field: str, widths: Sequence[int], divisors: Se
 # over a traced shape. Dynamo (torch.compile, torch.export) traces through them: the type, dtype, rank and
 # channel checks are static; the size checks become guards on the symbolic H and W, which an export whose
 # `Dim` ranges obey the rule (min >= the minimum size, H and W multiples of the patch) satisfies statically.
+# Each returns its input and the callers go on with what it returns: an FX graph prunes a call whose result
+# is unused as dead code (torchvision's create_feature_extractor does), which would drop the check.
 
 
-def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
-    """Raises a TypeError for anything but a floating-point tensor and a ValueError for a batch of the
+def check_image_batch(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """`x`, or a TypeError for anything but a floating-point tensor and a ValueError for a batch of the
     wrong rank or channels, naming the problem and the fix. An empty batch (0 images) is valid."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -93,19 +95,21 @@ def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
             f"expected {in_chans} input channels, got {x.shape[1]}: convert the images "
             f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}"
         )
+    return x
 
 
-def check_min_size(x: torch.Tensor, min_size: int) -> None:
-    """Raises a ValueError if the (B, C, H, W) batch's H or W is below `min_size`."""
+def check_min_size(x: torch.Tensor, min_size: int) -> torch.Tensor:
+    """`x`, or a ValueError if the (B, C, H, W) batch's H or W is below `min_size`."""
     h, w = x.shape[2], x.shape[3]
     if h < min_size or w < min_size:
         raise ValueError(
             f"image of {h}x{w} is smaller than this model's minimum {min_size}x{min_size}: resize or pad the input"
         )
+    return x
 
 
-def check_patch_multiple(x: torch.Tensor, patch: int) -> None:
-    """Raises a ValueError unless the (B, C, H, W) batch's H and W are positive multiples of `patch`."""
+def check_patch_multiple(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """`x`, or a ValueError unless the (B, C, H, W) batch's H and W are positive multiples of `patch`."""
     h, w = x.shape[2], x.shape[3]
     if h % patch != 0 or w % patch != 0 or h == 0 or w == 0:
         near = f"{max(patch, round(h / patch) * patch)}x{max(patch, round(w / patch) * patch)}"
@@ -113,6 +117,7 @@ def check_patch_multiple(x: torch.Tensor, patch: int) -> None:
             f"image of {h}x{w}: this model needs sides that are positive multiples of {patch}; "
             f"resize or pad the input (e.g. to {near})"
         )
+    return x
 
 
 torch.fx.wrap("check_image_batch")
@@ -161,9 +166,9 @@ class ClassifierModel(nn.Module):
     def num_features(self) -> int:
         return self.head.num_features
 
-    def check_channels(self, x: torch.Tensor) -> None:
-        """Raises a TypeError or ValueError for a malformed image batch (see `check_image_batch`)."""
-        check_image_batch(x, self.in_chans)
+    def check_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """`x`, or a TypeError or ValueError for a malformed image batch (see `check_image_batch`)."""
+        return check_image_batch(x, self.in_chans)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -236,14 +241,13 @@ class HierarchicalBackbone(ClassifierModel):
     stages: nn.Sequential
     head: ClassifierHead
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
-        check_image_batch(x, self.in_chans)
-        check_min_size(x, self.min_size)
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x`, or a ValueError naming the problem and the fix for a malformed image batch."""
+        return check_min_size(check_image_batch(x, self.in_chans), self.min_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, num_features, H/32, W/32) map, last stage normalised."""
-        self.check_input(x)
+        x = self.check_input(x)
         return self.stages(self.stem(x))
 
     def no_weight_decay(self) -> set[str]:
@@ -255,7 +259,7 @@ class HierarchicalBackbone(ClassifierModel):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Runs levels 0..`last`: the last stage's output (normalised) and the NCHW maps of the stages in `take`."""
         del norm  # the final stage's norm is part of the stage
-        self.check_input(x)
+        x = self.check_input(x)
         feats = []
         x = self.stem(x)
         for i, stage in enumerate(self.stages[: last + 1]):
@@ -276,10 +280,9 @@ class TokenModel(ClassifierModel):
     patch_size: int
     feature_info: list[dict]
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raises a ValueError naming the problem and the fix for a malformed image batch."""
-        check_image_batch(x, self.in_chans)
-        check_patch_multiple(x, self.patch_size)
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x`, or a ValueError naming the problem and the fix for a malformed image batch."""
+        return check_patch_multiple(check_image_batch(x, self.in_chans), self.patch_size)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: norms, biases, tokens and position embeddings."""

@@ -139,7 +139,7 @@ class PVT(TokenModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, 1 + H/32 * W/32, D) normalised last-stage tokens, the class token first."""
-        self.check_input(x)
+        x = self.check_input(x)
         for stage in self.stages[:-1]:
             x = stage(x)  # (B, C, H, W)
         return self.norm(self.stages[-1](x, self.cls_token))
@@ -148,7 +148,7 @@ class PVT(TokenModel):
         self, x: torch.Tensor, take: list[int], last: int, norm: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Per-stage NCHW maps; `norm` applies the final norm to the last stage's."""
-        self.check_input(x)
+        x = self.check_input(x)
         n = len(self.stages)
         feats = []
         for i in range(min(last + 1, n - 1)):

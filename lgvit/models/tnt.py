@@ -154,7 +154,7 @@ class TNT(BlockStack):
 
     def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]:
         """Image -> (pixel tokens (B*N, P, c), patch tokens (B, 1 + N, C)) and the patch grid."""
-        self.check_input(x)
+        x = self.check_input(x)
         B = x.shape[0]
         pixels, hw = self.pixel_embed(x, self.pixel_pos)
         pixels_per_patch = pixels.reshape(B, hw[0] * hw[1], self.proj.in_features)  # (B, N, P*c)

@@ -91,7 +91,7 @@ class VisionTransformer(BlockStack):
 
     def embed(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor], tuple[int, int]]:
         """Image -> (B, 1 + N, D) tokens with the class token and position embedding, and the patch grid."""
-        self.check_input(x)
+        x = self.check_input(x)
         x, hw = map_to_tokens(self.patch_embed(x))  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
         return (self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, hw, 1)),), hw
