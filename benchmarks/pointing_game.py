@@ -4,8 +4,9 @@ Each test garment (28 x 28) is pasted at a random position of a `--canvas` x `--
 the tight box of its non-zero pixels. The model is an `lgvit train` checkpoint: trained on such canvases
 (`--make-data DIR` writes them as Fashion-MNIST-style IDX files, train garments on train canvases), or on the
 28 px images and evaluated at the canvas size (every lgvit model runs at any size). Each map is resized to its
-stage's stride-covered size (the stage's h * stride), cropped to the canvas, and scores a hit when its maximum
-lies in the box. Methods:
+canvas with each cell on the pixel the model centres it on (`model.cell_centre`: GC ViT's stride-2 convs centre
+cell i on pixel r*i, a patch embedding on r*i + (r - 1) / 2), and scores a hit when its maximum lies in the box.
+Methods:
 
 - `Grad-CAM, stage s` / `Layer-CAM, stage s`: Grad-CAM / Layer-CAM of the true class on stage s;
 - `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
@@ -31,7 +32,8 @@ from lgvit.explain import attention_maps, grad_cam, layer_cam
 from lgvit.explain.figures import display_image, fit_to_image, panels_figure, peak
 from lgvit.tools.inference import from_checkpoint
 
-Maps = dict[str, tuple[torch.Tensor, int]]  # method -> ((B, h, w) map, its stride in pixels)
+# method -> ((B, h, w) map, its stride in pixels, the pixel of cell (0, 0)'s centre)
+Maps = dict[str, tuple[torch.Tensor, int, tuple[float, float]]]
 
 
 def canvases(n: int, side: int, seed: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,13 +85,18 @@ def _label(model: torch.nn.Module, name: str) -> str:
 
 def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Maps:
     """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win."""
+    size = tuple(x.shape[-2:])
+
+    def cells(stage: int) -> tuple[int, tuple[float, float]]:
+        return model.feature_info[stage]["reduction"], model.cell_centre(stage, size)
+
     out = {}
     for name, m in attention_maps(model, x).items():
-        out[_label(model, name)] = (m.mean((1, 2)), model.feature_info[int(name.split(".")[1])]["reduction"])
-    for stage, level in enumerate(model.feature_info):
-        out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], level["reduction"])
-        out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], level["reduction"])
-    out["random"] = (torch.rand(x.shape[0], *x.shape[-2:]), 1)
+        out[_label(model, name)] = (m.mean((1, 2)), *cells(int(name.split(".")[1])))
+    for stage in range(len(model.feature_info)):
+        out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], *cells(stage))
+        out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], *cells(stage))
+    out["random"] = (torch.rand(x.shape[0], *size), 1, (0.0, 0.0))
     return out
 
 
@@ -105,8 +112,9 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
         x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
         y = labels[i : i + 50]
         maps = method_maps(model, x, y)
-        for k, (m, r) in maps.items():
-            scores[k] = scores.get(k, 0) + int(hits(*peak(m, (args.canvas, args.canvas), r), boxes[i : i + 50]).sum())
+        for k, (m, r, c) in maps.items():
+            rows, cols = peak(m, (args.canvas, args.canvas), r, c)
+            scores[k] = scores.get(k, 0) + int(hits(rows, cols, boxes[i : i + 50]).sum())
         with torch.no_grad():
             correct += int((model(x).argmax(-1) == y).sum())
         if i == 0 and args.figures:
@@ -119,7 +127,7 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, float]:
 def _figure(loaded: object, x: torch.Tensor, maps: Maps, box: torch.Tensor, path: Path) -> None:
     image = display_image(x[0], loaded.mean, loaded.std)
     side = tuple(x.shape[-2:])
-    panels = [(k, fit_to_image(m[0], side, r)) for k, (m, r) in maps.items() if k != "random"]
+    panels = [(k, fit_to_image(m[0], side, r, c)) for k, (m, r, c) in maps.items() if k != "random"]
     title = f"box: rows {box[0]}-{box[2]}\ncols {box[1]}-{box[3]}"
     panels_figure(image, title, [("", panels)], path)
 

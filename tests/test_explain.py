@@ -437,3 +437,45 @@ def test_peak_is_the_maximal_cells_centre() -> None:
     assert divmod(int(fit_to_image(m[0], (56, 56), 16).argmax()), 56) == (0, 0)  # what the argmax of the resize gave
     rows, cols = peak(torch.rand(2, 8, 12), (32, 48), 16)  # TNT's pixel map tiles the image: 4 px per cell
     assert ((rows - 1) % 4 == 0).all() and ((cols - 1) % 4 == 0).all()
+
+
+def _receptive_centre(convs: list[nn.Conv2d], size: int, cell: int) -> float:
+    """The centre row of the input rows that row `cell` of the map after `convs` (single-channel copies of their
+    geometry, all-ones weights) sees: the middle of its receptive field."""
+    x = torch.zeros(1, 1, size, size, requires_grad=True)
+    y = x
+    for c in convs:
+        copy = type(c)(
+            1, 1, c.kernel_size[0], c.stride[0], **({} if type(c) is not nn.Conv2d else {"padding": c.padding})
+        )
+        nn.init.ones_(copy.weight)
+        y = copy(y)
+    y[0, 0, cell, 0].backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero()
+    return (rows.min().item() + rows.max().item()) / 2
+
+
+@pytest.mark.parametrize("name", ["gcvit_xxtiny", "maxvit_tiny_224"])
+@pytest.mark.parametrize("size", [120, 121, 131])
+def test_cell_centre_is_the_middle_of_the_strided_convs_receptive_field(name: str, size: int) -> None:
+    """GC ViT's stride-2 convs (3x3, padding 1) centre cell i on pixel r*i; MaxViT's ('SAME' 3x3) on r*i + an
+    offset that depends on each step's input length; both differ from a patch embedding's r*i + (r - 1) / 2."""
+    model = create_model(name)
+    strided = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    assert len(strided) == len(model.feature_info) + 1  # the stem's, then one per stage
+    for level, info in enumerate(model.feature_info[:3]):
+        r, cell = info["reduction"], 2  # an interior cell: its receptive field inside the image
+        want = _receptive_centre(strided[: level + 2], size, cell)
+        assert model.cell_centre(level, (size, size))[0] + cell * r == want, (level, size)
+    assert create_model("swin_tiny").cell_centre(0, (size, size)) == (1.5, 1.5)  # 4x4 patches tile the image
+
+
+def test_maps_and_peaks_place_cells_on_the_models_centres() -> None:
+    """With GC ViT's centres a hot cell (1, 2) of a stride-16 map lands on pixel (16, 32), not (23, 39)."""
+    hot = torch.zeros(1, 4, 4)
+    hot[0, 1, 2] = 1
+    m = fit_to_image(hot, (56, 56), 16, (0.0, 0.0))
+    assert divmod(int(m[0].argmax()), 56) == (16, 32) and m[0, 16, 32] == 1
+    rows, cols = peak(hot, (56, 56), 16, create_model("gcvit_xxtiny").cell_centre(2, (56, 56)))
+    assert (rows.item(), cols.item()) == (16, 32)
+    assert torch.equal(fit_to_image(hot, (56, 56), 16, (7.5, 7.5)), fit_to_image(hot, (56, 56), 16))  # tiling

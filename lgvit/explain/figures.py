@@ -38,31 +38,50 @@ def _cell_stride(hw: tuple[int, int], size: tuple[int, int], reduction: int) -> 
     return reduction
 
 
-def fit_to_image(m: torch.Tensor, size: tuple[int, int], reduction: int) -> torch.Tensor:
+Centre = tuple[float, float]  # (row, col) pixel of cell (0, 0)'s centre: `model.cell_centre(level, size)`
+
+
+def _geometry(hw: tuple[int, int], size: tuple[int, int], reduction: int, centre: Centre | None) -> tuple[int, Centre]:
+    """The pixels per cell and cell (0, 0)'s centre of an (h, w) map on an (H, W) image: the level's, or for a
+    map that only tiles the image (`_cell_stride`) or no `centre`, the tiling's (cell i over r*i .. r*i + r - 1)."""
+    r = _cell_stride(hw, size, reduction)
+    if centre is None or r != reduction:
+        return r, ((r - 1) / 2, (r - 1) / 2)
+    return r, centre
+
+
+def fit_to_image(m: torch.Tensor, size: tuple[int, int], reduction: int, centre: Centre | None = None) -> torch.Tensor:
     """(..., h, w) maps of a level with stride `reduction` -> (..., H, W) on the image, bilinearly.
 
-    A padded stage's h = ceil(H / reduction) cells cover h * reduction > H pixels: the map is resized to
-    that and cropped, so each cell stays over its own pixels. Maps whose side is not ceil(H / reduction)
-    (TNT's pixel maps, PVT's reduced keys) tile the image exactly and are resized to it."""
+    Cell (i, j)'s value lands on its centre, pixel `centre` + r * (i, j) (default: the cells tile the image,
+    cell i over pixels r*i .. r*i + r - 1), and is held flat past the outer cells' centres. A padded stage's
+    h = ceil(H / r) cells reach past the image: the pixels beyond it are not drawn. Maps whose side is not
+    ceil(H / reduction) (TNT's pixel maps, PVT's reduced keys) tile the image exactly."""
     h, w = m.shape[-2:]
-    reduction = _cell_stride((h, w), size, reduction)
+    r, (c0, c1) = _geometry((h, w), size, reduction, centre)
     flat = m.detach().cpu().float().reshape(-1, 1, h, w)  # (N, 1, h, w)
-    up = F.interpolate(flat, size=(h * reduction, w * reduction), mode="bilinear", align_corners=False)
-    up = up[:, 0, : size[0], : size[1]]  # (N, H, W): the padding's cells cropped
+    # each pixel's position in cells, normalised to [-1, 1] over the cell centres (grid_sample, align_corners)
+    rows = (torch.arange(size[0]) - c0) / r * 2 / max(h - 1, 1) - 1  # (H,)
+    cols = (torch.arange(size[1]) - c1) / r * 2 / max(w - 1, 1) - 1  # (W,)
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), -1)  # (H, W, 2) as (x, y)
+    grid = grid.expand(flat.shape[0], *grid.shape)  # (N, H, W, 2)
+    up = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]  # (N, H, W)
     return up.reshape(*m.shape[:-2], *up.shape[-2:])  # (..., H, W)
 
 
-def peak(m: torch.Tensor, size: tuple[int, int], reduction: int) -> tuple[torch.Tensor, torch.Tensor]:
+def peak(
+    m: torch.Tensor, size: tuple[int, int], reduction: int, centre: Centre | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) rows and columns of the pixel of the (H, W) image that each (B, h, w) map of a level of stride
-    `reduction` points at: the centre of its maximal cell, placed as `fit_to_image` places it (cell k spans
-    pixels k * r to k * r + r - 1), inside the image.
+    `reduction` points at: the centre of its maximal cell, placed as `fit_to_image` places it (`centre` +
+    r * (i, j), rounded down), inside the image.
 
     Not the argmax of the resized map: bilinear resizing is flat over the outer half-cell of a map, and of tied
     pixels argmax takes the first, so a maximum in a top or left edge cell would point at row or column 0."""
-    r = _cell_stride(tuple(m.shape[-2:]), size, reduction)
+    r, (c0, c1) = _geometry(tuple(m.shape[-2:]), size, reduction, centre)
     cell = m.flatten(1).argmax(1)  # (B,) index into the row-major (h, w) map
-    rows = (cell // m.shape[-1] * r + (r - 1) // 2).clamp_max(size[0] - 1)
-    return rows, (cell % m.shape[-1] * r + (r - 1) // 2).clamp_max(size[1] - 1)
+    rows = (cell // m.shape[-1] * r + int(c0)).clamp(0, size[0] - 1)
+    return rows, (cell % m.shape[-1] * r + int(c1)).clamp(0, size[1] - 1)
 
 
 def _upsample(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -161,8 +180,11 @@ def _last_block(model: nn.Module, names: list[str], stage: int, global_query: bo
 
 
 def _fit(model: nn.Module, m: torch.Tensor, level: int, x: torch.Tensor) -> torch.Tensor:
-    """A map of `feature_info[level]`'s resolution on the (H, W) of the image batch `x` (`fit_to_image`)."""
-    return fit_to_image(m, tuple(x.shape[-2:]), model.feature_info[level]["reduction"])
+    """A map of `feature_info[level]`'s resolution on the (H, W) of the image batch `x` (`fit_to_image`), each
+    cell on the pixel the model centres it on."""
+    size = tuple(x.shape[-2:])
+    level %= len(model.feature_info)
+    return fit_to_image(m, size, model.feature_info[level]["reduction"], model.cell_centre(level, size))
 
 
 def _heads(m: torch.Tensor) -> torch.Tensor:

@@ -166,6 +166,15 @@ class ClassifierModel(nn.Module):
     def num_features(self) -> int:
         return self.head.num_features
 
+    def cell_centre(self, level: int, size: tuple[int, int]) -> tuple[float, float]:
+        """The (row, col) pixel of the centre of cell (0, 0) of `feature_info[level]`'s map on an (H, W) input;
+        cell (i, j)'s is r * (i, j) further (r: the level's reduction). Here the cells tile the image (patch
+        embedding, patch merging): cell i spans pixels r*i .. r*i + r - 1, centred at r*i + (r - 1) / 2.
+        Families whose strided convs centre their cells elsewhere override it (the explanation maps use it)."""
+        del size
+        r = self.feature_info[level]["reduction"]
+        return (r - 1) / 2, (r - 1) / 2
+
     def check_channels(self, x: torch.Tensor) -> torch.Tensor:
         """`x`, or a TypeError or ValueError for a malformed image batch (see `check_image_batch`)."""
         return check_image_batch(x, self.in_chans)

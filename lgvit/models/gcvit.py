@@ -278,6 +278,12 @@ class GCViT(HierarchicalBackbone):
         self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate)
         self.apply(trunc_normal_init)
 
+    def cell_centre(self, level: int, size: tuple[int, int]) -> tuple[float, float]:
+        """(0, 0): each stride-2 step is a 3x3 conv with padding 1, whose output k is centred on input 2k, so
+        a level's cell i is centred on pixel r*i (not r*i + (r - 1) / 2 as for a patch embedding)."""
+        del level, size
+        return 0.0, 0.0
+
 
 # ---------------------------------------------------------------------------------------------
 # Variants: configs from NVlabs `models/gc_vit.py`; params/GMACs computed from the official code.

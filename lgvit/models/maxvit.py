@@ -38,6 +38,7 @@ from ..layers import (
     math_attention_enabled,
     padding_mask,
     per_stage,
+    same_padding,
     tracing,
     window_partition,
     window_reverse,
@@ -274,6 +275,24 @@ class MaxViT(HierarchicalBackbone):
         self.feature_info = stage_feature_info(cfg.embed_dims, [2 ** (i + 2) for i in range(len(cfg.depths))])
         self.head = ClassifierHead(dims[-1], cfg.num_classes, cfg.drop_rate, norm=True, hidden=dims[-1])
         self.apply(_init_weights)
+
+    def cell_centre(self, level: int, size: tuple[int, int]) -> tuple[float, float]:
+        """Each stride-2 step (the stem's conv, each stage's depth-wise conv) is a 3x3 conv with 'SAME' padding:
+        output k is centred on input 2k + 1 - (the padding before), which depends on the input's length. The
+        centre of cell 0 composes those steps from the level's map back to the image, axis by axis."""
+        return tuple(_same_chain_centre(n, level + 2) for n in size)
+
+
+def _same_chain_centre(n: int, steps: int) -> float:
+    """The input position of output 0's centre after `steps` stride-2 3x3 'SAME' convs on a length-`n` axis."""
+    offsets = []  # per step, output k's centre = 2k + offset on that step's input
+    for _ in range(steps):
+        offsets.append(1 - same_padding(n, 3, 2)[0])
+        n = (n + 1) // 2
+    centre = 0.0
+    for off in reversed(offsets):
+        centre = 2 * centre + off
+    return centre
 
 
 def _init_weights(m: nn.Module) -> None:
