@@ -467,6 +467,8 @@ def test_cell_centre_is_the_middle_of_the_strided_convs_receptive_field(name: st
         r, cell = info["reduction"], 2  # an interior cell: its receptive field inside the image
         want = _receptive_centre(strided[: level + 2], size, cell)
         assert model.cell_centre(level, (size, size))[0] + cell * r == want, (level, size)
+    last = len(model.feature_info) - 1
+    assert model.cell_centre(-1, (size, 97)) == model.cell_centre(last, (size, 97))  # -1: the last level
     assert create_model("swin_tiny").cell_centre(0, (size, size)) == (1.5, 1.5)  # 4x4 patches tile the image
 
 

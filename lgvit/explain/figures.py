@@ -183,7 +183,6 @@ def _fit(model: nn.Module, m: torch.Tensor, level: int, x: torch.Tensor) -> torc
     """A map of `feature_info[level]`'s resolution on the (H, W) of the image batch `x` (`fit_to_image`), each
     cell on the pixel the model centres it on."""
     size = tuple(x.shape[-2:])
-    level %= len(model.feature_info)
     return fit_to_image(m, size, model.feature_info[level]["reduction"], model.cell_centre(level, size))
 
 

@@ -279,8 +279,9 @@ class MaxViT(HierarchicalBackbone):
     def cell_centre(self, level: int, size: tuple[int, int]) -> tuple[float, float]:
         """Each stride-2 step (the stem's conv, each stage's depth-wise conv) is a 3x3 conv with 'SAME' padding:
         output k is centred on input 2k + 1 - (the padding before), which depends on the input's length. The
-        centre of cell 0 composes those steps from the level's map back to the image, axis by axis."""
-        return tuple(_same_chain_centre(n, level + 2) for n in size)
+        centre of cell 0 composes those steps (log2 of the level's reduction) back to the image, axis by axis."""
+        steps = self.feature_info[level]["reduction"].bit_length() - 1
+        return tuple(_same_chain_centre(n, steps) for n in size)
 
 
 def _same_chain_centre(n: int, steps: int) -> float:
