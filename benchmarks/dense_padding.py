@@ -2,9 +2,12 @@
 (as `GeneralizedRCNNTransform` pads it next to a larger image), compared over the cells inside the image.
 
 Random weights, perturbed so that zero-initialised tables and biases matter too; the numbers are relative L2
-changes per stage.
+changes per stage. With `--checkpoint` (a detector `lgvit train --task detect` wrote) it measures what the
+padding costs a trained detector instead: its COCO metrics on the val scenes evaluated one image at a time (no
+padding) and in batches (each image padded to the batch's largest, as in training).
 
     python benchmarks/dense_padding.py [--size 67 93] [--padded 96 128]
+    python benchmarks/dense_padding.py --checkpoint runs/gcvit_fmnist_fasterrcnn/best.pt [--batch-size 8]
 """
 
 import argparse
@@ -30,11 +33,41 @@ def perturb_(model: nn.Module) -> None:
             p.add_(torch.randn_like(p) * 0.05)
 
 
+def trained_cost(path: str, batch_size: int, threads: int) -> None:
+    """mAP of a trained detector on its val scenes at batch 1 and at `batch_size`."""
+    from lgvit.training.checkpoint import load_checkpoint
+    from lgvit.training.distributed import Dist
+    from lgvit.training.engine import StepOptions
+    from lgvit.training.loop import val_loader
+    from lgvit.training.tasks import load_dense
+
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint(path)
+    task, model, data = load_dense(ckpt, path, "auto", None)
+    if task.name != "detect":
+        raise SystemExit(f"{path} is a {task.name} checkpoint: --checkpoint takes a detector's")
+    opts = StepOptions(torch.device("cpu"))
+    for batch in (1, batch_size):
+        loader = val_loader(data.val, batch, 0, Dist(), task.collate(data))
+        metrics = task.evaluate(model, loader, len(data.classes), opts, Dist())
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+        print(
+            f"batch {batch} ({len(data.val)} val scenes, {'padded to the batch' if batch > 1 else 'no padding'}): "
+            f"{shown}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(67, 93), metavar=("H", "W"))
     parser.add_argument("--padded", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    parser.add_argument("--checkpoint", help="a trained detector: its mAP alone vs in padded batches")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    if args.checkpoint:
+        trained_cost(args.checkpoint, args.batch_size, args.threads)
+        return
     torch.manual_seed(0)
     (h, w), (ph, pw) = args.size, args.padded
     x = torch.rand(1, 1, h, w) - 0.5  # (1, 1, H, W), normalised: the padding zeros are the mean

@@ -236,3 +236,43 @@ def test_clear_errors() -> None:
         lgvit.create_segmenter(name, 0, **overrides)
     with pytest.raises(ValueError, match="input channels"):
         lgvit.create_backbone(name, **overrides)(torch.randn(1, 3, 64, 64))
+
+
+class _ConvStages(nn.Module):
+    """A non-lgvit body (two strided conv stages), as a ResNet's would be under `Backbone`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([nn.Conv2d(1, 8, 3, 4, 1), nn.Conv2d(8, 16, 3, 2, 1)])
+        self.out_channels, self.strides = [8, 16], [4, 8]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for stage in self.stages:
+            x = torch.relu(stage(x))
+            maps.append(x)
+        return maps
+
+
+@pytest.mark.parametrize("detector", ["fasterrcnn", "retinanet"])
+def test_detector_on_puts_any_backbone_under_lgvits_detector(detector: str, scenes: FashionScenes) -> None:
+    """`detector_on` (what `create_detector` and the family benchmark's ResNet-18 use) reads the body's
+    strides for its anchors: a train step gives finite losses with gradients in the body, eval gives boxes."""
+    from lgvit.dense.backbone import Backbone
+    from lgvit.dense.detection import detector_on
+
+    body = Backbone(_ConvStages(), 16, extra_levels=2 if detector == "retinanet" else 0)
+    model = detector_on(detector, body, 11, 64, (0.2,), (0.3,))
+    assert isinstance(model, FasterRCNN if detector == "fasterrcnn" else RetinaNet)
+    sizes = model.anchor_generator.sizes if detector == "retinanet" else model.rpn.anchor_generator.sizes
+    assert [s[0] for s in sizes] == [4 * s for s in body.strides]  # one size per level: 4x its stride
+    images, targets = zip(*(scenes[i] for i in range(2)), strict=True)
+    losses = model.train()(list(images), [{k: t[k] for k in ("boxes", "labels")} for t in targets])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert body.body.stages[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()([images[0]])
+    assert out[0]["boxes"].shape[1] == 4
+    with pytest.raises(ValueError, match="detector='yolo' is not one lgvit trains: choose one of fasterrcnn"):
+        detector_on("yolo", body, 11, 64, (0.2,), (0.3,))

@@ -58,6 +58,11 @@ def _anchors(detector: str, strides: Sequence[int]) -> AnchorGenerator:
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
 
 
+def _check_detector(detector: str) -> None:
+    if detector not in DETECTORS:
+        raise ValueError(f"detector={detector!r} is not one lgvit trains: choose one of {', '.join(DETECTORS)}")
+
+
 def create_detector(
     detector: str,
     backbone: str,
@@ -79,17 +84,32 @@ def create_detector(
         fpn: the pyramid's width; the R-CNNs' box head is 2 * fpn wide.
         pretrained, config_overrides: for the backbone, as `create_backbone` takes them.
     """
-    if detector not in DETECTORS:
-        raise ValueError(f"detector={detector!r} is not one lgvit trains: choose one of {', '.join(DETECTORS)}")
+    _check_detector(detector)
     if detector == "fcos" and (fpn % 32 or fpn < 64):
         raise ValueError(f"fpn={fpn}: FCOS's head normalises with GroupNorm(32, fpn); give a multiple of 32, >= 64")
     one_stage = detector in ("retinanet", "fcos")
     body = create_backbone(backbone, pretrained, fpn=fpn, extra_levels=2 if one_stage else 0, **config_overrides)
+    return detector_on(detector, body, num_classes, img_size, image_mean, image_std)
+
+
+def detector_on(
+    detector: str,
+    body: nn.Module,
+    num_classes: int,
+    img_size: int,
+    image_mean: Sequence[float],
+    image_std: Sequence[float],
+) -> nn.Module:
+    """`create_detector`'s detector on any torchvision-style backbone: a module returning an OrderedDict of
+    FPN levels, with `out_channels` (an int) and `strides` (one per level; 'p6'/'p7' for the one-stage
+    detectors). It is how lgvit's benchmarks put torchvision's ResNet-18 FPN under the same detector."""
+    _check_detector(detector)
     size = dict(min_size=img_size, max_size=img_size, image_mean=list(image_mean), image_std=list(image_std))
     anchors = _anchors(detector, body.strides)
-    if one_stage:
+    if detector in ("retinanet", "fcos"):
         kind = RetinaNet if detector == "retinanet" else FCOS
         return kind(body, num_classes, anchor_generator=anchors, detections_per_img=50, **size)
+    fpn = body.out_channels
     box_head = TwoMLPHead(fpn * 7 * 7, 2 * fpn)  # 7 x 7: the default RoI pooler's output
     kind = MaskRCNN if detector == "maskrcnn" else FasterRCNN
     return kind(
