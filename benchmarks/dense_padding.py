@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lgvit
+from lgvit import CheckpointError
 
 MODELS = {
     "gcvit_fmnist": {},
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     if args.checkpoint:
-        trained_cost(args.checkpoint, args.batch_size, args.threads)
+        try:
+            trained_cost(args.checkpoint, args.batch_size, args.threads)
+        except (OSError, ValueError, CheckpointError) as e:  # missing, unreadable, or not a detector lgvit reads
+            raise SystemExit(f"--checkpoint {args.checkpoint}: {e}") from None
         return
     torch.manual_seed(0)
     (h, w), (ph, pw) = args.size, args.padded
