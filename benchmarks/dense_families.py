@@ -73,7 +73,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     cfg = TrainConfig(
         task="detect",
         detector=args.detector,
-        model=name if name != "resnet18" else "gcvit_fmnist",
+        model=name if name != "resnet18" else "gcvit_fmnist",  # ResNet-18: only the task's data is used
         scene_size=args.scene_size,
         train_scenes=args.train_scenes,
         val_scenes=args.val_scenes,

@@ -13,6 +13,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from .backbone import create_backbone
 
 DETECTORS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")
+ONE_STAGE = ("retinanet", "fcos")  # the detectors on P3-P7 (extra levels 'p6', 'p7'), without RoI heads
 _RCNN = dict(  # proposals and samples sized for scenes of a few objects (torchvision's defaults are COCO's)
     rpn_pre_nms_top_n_train=600,
     rpn_post_nms_top_n_train=300,
@@ -87,8 +88,8 @@ def create_detector(
     _check_detector(detector)
     if detector == "fcos" and (fpn % 32 or fpn < 64):
         raise ValueError(f"fpn={fpn}: FCOS's head normalises with GroupNorm(32, fpn); give a multiple of 32, >= 64")
-    one_stage = detector in ("retinanet", "fcos")
-    body = create_backbone(backbone, pretrained, fpn=fpn, extra_levels=2 if one_stage else 0, **config_overrides)
+    extra_levels = 2 if detector in ONE_STAGE else 0
+    body = create_backbone(backbone, pretrained, fpn=fpn, extra_levels=extra_levels, **config_overrides)
     return detector_on(detector, body, num_classes, img_size, image_mean, image_std)
 
 
@@ -106,7 +107,7 @@ def detector_on(
     _check_detector(detector)
     size = dict(min_size=img_size, max_size=img_size, image_mean=list(image_mean), image_std=list(image_std))
     anchors = _anchors(detector, body.strides)
-    if detector in ("retinanet", "fcos"):
+    if detector in ONE_STAGE:
         kind = RetinaNet if detector == "retinanet" else FCOS
         return kind(body, num_classes, anchor_generator=anchors, detections_per_img=50, **size)
     fpn = body.out_channels
