@@ -8,8 +8,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import lgvit
 from lgvit.layers import (
+    ChannelsLastConv2d,
     DropPath,
     RelPosBias,
+    ShortMapConv2d,
     WindowAttention,
     math_attention,
     relative_position_index,
@@ -143,3 +145,39 @@ def test_training_after_inference_mode(name: str) -> None:
         model.eval()(x)
     model.train()(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_channels_last_conv_equals_conv2d_and_gives_a_channels_last_output(in_chans: int) -> None:
+    torch.manual_seed(0)
+    conv = ChannelsLastConv2d(in_chans, 8, 3, 2, 1)
+    plain = torch.nn.Conv2d(in_chans, 8, 3, 2, 1)
+    plain.load_state_dict(conv.state_dict())
+    assert conv.weight.is_contiguous()  # the parameter (and so the state dict) keeps its layout
+    x = torch.randn(4, in_chans, 13, 10)
+    y, ref = conv(x), plain(x)
+    # a 1-channel batch is contiguous in both layouts: without the channels-last weight the output is not
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(ref)
+    y.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(conv.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (2, 7), (1, 5), (5, 2), (6, 6)])
+@pytest.mark.parametrize("groups", [1, 6])
+def test_short_map_conv_equals_conv2d(size: tuple[int, int], groups: int) -> None:
+    torch.manual_seed(0)
+    conv = ShortMapConv2d(6, 6, (3, 5), 1, (1, 2), groups=groups)
+    plain = torch.nn.Conv2d(6, 6, (3, 5), 1, (1, 2), groups=groups)
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 6, *size, requires_grad=True)
+    y, ref = conv(x), plain(x)
+    assert y.shape == ref.shape == (3, 6, *size)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(ref)
+    (gx, gw), (rx, rw) = (torch.autograd.grad(out, (x, m.weight), grad) for out, m in ((y, conv), (ref, plain)))
+    torch.testing.assert_close(gx, rx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-5)

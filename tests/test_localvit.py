@@ -163,3 +163,29 @@ def test_checkpoint_of_another_base_is_rejected(tmp_path: Path) -> None:
     torch.save({"model": _official(_small("localvit_pvt_tiny"))}, tmp_path / "pvt.pth")
     with pytest.raises(CheckpointError, match="missing"):
         lgvit.create_model("localvit_tiny", pretrained=str(tmp_path / "pvt.pth"), depth=1)
+
+
+def test_gcvit_hybrid_blocks_run_the_locality_module_on_the_attention_output() -> None:
+    """localvit_gcvit_fmnist: each GC ViT block (local and global-query) is its attention half, then LocalViT's
+    feed-forward on the (B, C, H, W) map in place of the pre-norm MLP."""
+    from lgvit.models.gcvit import block_attention
+
+    model = randomize_(lgvit.create_model("localvit_gcvit_fmnist")).eval()
+    keys = model.state_dict().keys()
+    assert "stages.0.blocks.1.locality.conv2.weight" in keys
+    assert not any(".blocks." in k and (".mlp." in k or ".norm2." in k) for k in keys)
+    calls = []
+    hooks = [
+        block.register_forward_hook(lambda mod, args, out: calls.append((mod, args, out)))
+        for stage in model.stages
+        for block in stage.blocks
+    ]
+    with torch.no_grad():
+        model(torch.randn(2, 1, 37, 30))  # padded windows at stage 0, a map smaller than the window at stage 2
+        for h in hooks:
+            h.remove()
+        assert len(calls) == 6 and {mod.global_query for mod, _, _ in calls} == {False, True}
+        for block, (x, q_global, window), out in calls:
+            mid = x + block_attention(block, block.norm1(x), q_global, window)  # (B, H, W, C)
+            expected = block.locality(mid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,16 @@ This room imports nothing of lgvit's: the models build on it, never the other wa
 from .act import GELU, GELUTanh
 from .attention import TokenAttention, WindowAttention, attend, math_attention, math_attention_enabled
 from .blocks import Blocks
-from .conv import Conv2dSame, FusedMBConv, SqueezeExcite, avg_pool_same, same_padding
+from .conv import (
+    ChannelsLastConv2d,
+    Conv2dSame,
+    FusedMBConv,
+    PointwiseConv2d,
+    ShortMapConv2d,
+    SqueezeExcite,
+    avg_pool_same,
+    same_padding,
+)
 from .drop import DropPath, drop_path_rates, per_stage
 from .embed import PatchEmbed
 from .head import ClassifierHead, feature_indices
@@ -37,7 +46,10 @@ __all__ = [
     "Conv2dSame",
     "DropPath",
     "FeedForwardBlock",
+    "ChannelsLastConv2d",
     "FusedMBConv",
+    "PointwiseConv2d",
+    "ShortMapConv2d",
     "GELU",
     "GELUTanh",
     "LayerNorm2d",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .conv import SqueezeExcite
+from .conv import PointwiseConv2d, ShortMapConv2d, SqueezeExcite
 from .drop import DropPath
 from .mlp import Mlp
 from .window import channels_first
@@ -75,14 +75,14 @@ class LocalityFeedForward(nn.Module):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         act = nn.Hardswish if locality.act.startswith("hs") else nn.ReLU6
-        self.conv1 = nn.Conv2d(dim, hidden, 1, bias=False)
+        self.conv1 = PointwiseConv2d(dim, hidden, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden)
         self.act1 = act()
-        self.conv2 = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False)
+        self.conv2 = ShortMapConv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False)
         self.bn2 = nn.BatchNorm2d(hidden)
         self.act2 = act()
         self.attn = _channel_attention(hidden, locality.act, locality.reduction or dim // locality.width_divisor)
-        self.conv3 = nn.Conv2d(hidden, dim, 1, bias=False)
+        self.conv3 = PointwiseConv2d(hidden, dim, bias=False)
         self.bn3 = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,14 +23,18 @@ from torch import nn
 
 from ..layers import (
     Blocks,
+    ChannelsLastConv2d,
     ClassifierHead,
     DropPath,
     FusedMBConv,
     LayerNorm2d,
     LayerScale,
+    Locality,
+    LocalityFeedForward,
     Mlp,
     Size2,
     WindowAttention,
+    channels_first,
     drop_path_rates,
     fit_window,
     per_stage,
@@ -70,6 +74,7 @@ class GCViTConfig(ClassifierConfig):
     img_size: int = 224  # native resolution: sets how many fused-MBConvs each global-query generator has
     drop_path_rate: float = 0.2
     qkv_bias: bool = True
+    locality: Locality | None = None  # LocalViT's feed-forward in every block (lgvit's own hybrid; not NVIDIA's)
 
     def validate(self) -> None:
         super().validate()
@@ -104,14 +109,13 @@ class Stem(nn.Module):
 
     def __init__(self, in_chans: int, dim: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, dim, 3, 2, 1)
+        self.conv1 = ChannelsLastConv2d(in_chans, dim, 3, 2, 1)
         self.down = Downsample(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a channels-last conv output is already the (B, H, W, C) layout LayerNorm2d normalises: no copy;
         # and it is freed once normalised, before the fused-MBConv allocates (a lower inference peak)
-        x = self.down.norm1(self.conv1(x if tracing() else x.contiguous(memory_format=torch.channels_last)))
-        return self.down.reduce(x)
+        return self.down.reduce(self.down.norm1(self.conv1(x)))
 
 
 def _pool_depth(size: Size2, window: Size2) -> int:
@@ -212,13 +216,19 @@ class GCViTBlock(nn.Module):
         )
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=cfg.drop_rate)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
-        self.drop_path2 = DropPath(drop_path)
+        # with `cfg.locality`, LocalViT's residual conv feed-forward (its own BatchNorms; no norm2, layer scale
+        # or drop-path on this branch, as in LocalViT); otherwise GC ViT's pre-norm MLP
+        self.locality = None if cfg.locality is None else LocalityFeedForward(dim, mlp_ratio, cfg.locality)
+        if cfg.locality is None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=cfg.drop_rate)
+            self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+            self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(block_attention(self, self.norm1(x), q_global, window)))
+        if self.locality is not None:
+            return self.locality(channels_first(x)).permute(0, 2, 3, 1)  # through (B, C, H, W)
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -327,6 +337,11 @@ def _hub_21k(size: int) -> PretrainedTag:
 _T = GCViTConfig(embed_dim=64, num_heads=(2, 4, 8, 16), mlp_ratio=3.0)
 _S = GCViTConfig(embed_dim=96, num_heads=(3, 6, 12, 24), mlp_ratio=2.0, layer_scale=1e-5, drop_path_rate=0.3)
 _B = replace(_S, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5)
+# lgvit's own small GC ViT for 28-32 px images (`gcvit_fmnist` below; `localvit_gcvit_fmnist` adds LocalViT's
+# feed-forward to it)
+FMNIST_GCVIT = GCViTConfig(
+    embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_sizes=(7, 4, 2), mlp_ratio=2.0, img_size=28
+)
 _L = replace(_S, embed_dim=192, num_heads=(6, 12, 24, 48), drop_path_rate=0.5)
 _T2 = replace(_T, depths=(3, 4, 29, 5), drop_path_rate=0.25)
 _S2 = replace(_S, depths=(3, 4, 23, 5), mlp_ratio=3.0, drop_path_rate=0.35)
@@ -357,9 +372,5 @@ VARIANTS: dict[str, Variant] = {
     # variant and has no pretrained weights. Three stages on a 7x7 -> 4x4 -> 2x2 map (stride 4, 8, 16 at
     # 28 px), window = the whole stage-0 map, so local and global attention alternate as in the paper.
     # Trained on Fashion-MNIST in a few CPU minutes (docs/training.md).
-    "gcvit_fmnist": small_variant(
-        GCViTConfig(
-            embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_sizes=(7, 4, 2), mlp_ratio=2.0, img_size=28
-        )
-    ),
+    "gcvit_fmnist": small_variant(FMNIST_GCVIT),
 }

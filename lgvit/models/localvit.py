@@ -1,6 +1,7 @@
 """LocalViT (Li et al., 2021): locality in vision transformers through a depth-wise-conv feed-forward.
 
-Each variant is a base architecture (DeiT `vit.py`, PVT `pvt.py`, TNT `tnt.py`, Swin `swin.py`)
+Each variant is a base architecture (DeiT `vit.py`, PVT `pvt.py`, TNT `tnt.py`, Swin `swin.py`, and in
+lgvit's own `localvit_gcvit_fmnist`, GC ViT `gcvit.py`)
 whose config sets `locality`: every block's MLP becomes the one `LocalityFeedForward`
 (lgvit/layers/locality.py) on the block's patch-token map, the class token bypassing it. The
 official `.pth` releases (ofsoundof/LocalViT v1.0.0, key `model`) load through each base's
@@ -10,6 +11,7 @@ converter. Params and GMACs below were computed from the official code.
 from dataclasses import replace
 
 from ..layers import Locality
+from .gcvit import FMNIST_GCVIT
 from .pvt import PVTConfig
 from .spec import PretrainedTag, Variant, small_variant
 from .swin import SwinConfig
@@ -45,4 +47,7 @@ VARIANTS: dict[str, Variant] = {
     # lgvit's own small LocalViT for 28-32 px images: `deit_fmnist` with the locality feed-forward (SE r=4),
     # so the pair isolates what the depth-wise conv adds. Not an official variant, no pretrained weights.
     "localvit_fmnist": small_variant(replace(FMNIST_VIT, locality=Locality("hs+se", 4))),
+    # lgvit's own hybrid: `gcvit_fmnist` with LocalViT's feed-forward (h-swish, no SE) in every block, the
+    # `make demo` model (docs/training.md, "The demo"). Not an official variant of either paper.
+    "localvit_gcvit_fmnist": small_variant(replace(FMNIST_GCVIT, locality=Locality("hs"))),
 }

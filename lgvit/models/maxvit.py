@@ -28,6 +28,7 @@ from ..layers import (
     DropPath,
     GELUTanh,
     Mlp,
+    ShortMapConv2d,
     SqueezeExcite,
     WindowAttention,
     avg_pool_same,
@@ -151,7 +152,7 @@ class MBConv(nn.Module):
         if stride == 2:
             self.conv2_kxk = Conv2dSame(mid, mid, 3, 2, groups=mid, bias=False)
         else:
-            self.conv2_kxk = nn.Conv2d(mid, mid, 3, 1, 1, groups=mid, bias=False)
+            self.conv2_kxk = ShortMapConv2d(mid, mid, 3, 1, 1, groups=mid, bias=False)
         self.norm2 = _bn(mid)
         self.act2 = GELUTanh(inplace=True)
         self.se = SqueezeExcite(mid, int(dim * cfg.se_ratio), act=nn.SiLU, bias=True)
