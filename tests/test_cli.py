@@ -78,7 +78,7 @@ def test_bench_and_models_speed_run_one_channel_models(tmp_path: Path, capsys) -
     assert [r["device"] for r in rows] == ["cpu", "cpu"] and all(r["gmacs"] > 0 for r in rows)
     assert main(["models", "*_fmnist", "--speed", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "_fmnist |" in line]
-    assert len(lines) == 5 and all(float(line.split("|")[-2]) > 0 for line in lines)
+    assert len(lines) == 6 and all(float(line.split("|")[-2]) > 0 for line in lines)
 
 
 def test_device_flag_is_checked(capsys) -> None:

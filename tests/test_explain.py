@@ -16,6 +16,7 @@ from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam, layer_cam
 from lgvit.explain.figures import fit_to_image, peak
 from lgvit.explain.maps import collect
+from lgvit.layers import Conv2dSame
 from lgvit.layers.attention import WindowAttention
 from lgvit.layers.window import padded_size
 from lgvit.training.checkpoint import FORMAT
@@ -446,7 +447,7 @@ def _receptive_centre(convs: list[nn.Conv2d], size: int, cell: int) -> float:
     y = x
     for c in convs:
         copy = type(c)(
-            1, 1, c.kernel_size[0], c.stride[0], **({} if type(c) is not nn.Conv2d else {"padding": c.padding})
+            1, 1, c.kernel_size[0], c.stride[0], **({} if isinstance(c, Conv2dSame) else {"padding": c.padding})
         )
         nn.init.ones_(copy.weight)
         y = copy(y)
