@@ -201,7 +201,8 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def _check_dynamic(dynamic: Sequence[str]) -> tuple[str, ...]:
-    dynamic = tuple(dynamic)
+    # a string is the CLI's spelling, "batch,hw"; iterated as it is, it would be single letters
+    dynamic = tuple(d.strip() for d in dynamic.split(",") if d.strip()) if isinstance(dynamic, str) else tuple(dynamic)
     unknown = [d for d in dynamic if d not in DYNAMIC]
     if unknown:
         raise ValueError(f"cannot make {', '.join(unknown)} dynamic: choose from {', '.join(DYNAMIC)} (e.g. batch,hw)")

@@ -161,6 +161,8 @@ def test_clear_errors_before_any_export(tmp_path: Path, monkeypatch: pytest.Monk
         ex.to_onnx(model, tmp_path / "m.onnx", opset=16)
     with pytest.raises(ValueError, match="cannot make depth dynamic: choose from batch, hw"):
         ex.to_onnx(model, tmp_path / "m.onnx", dynamic=("depth",))
+    with pytest.raises(ValueError, match="cannot make depth dynamic"):  # the CLI's comma string, read as names
+        ex.to_onnx(model, tmp_path / "m.onnx", dynamic="batch,depth")
     with pytest.raises(ValueError, match="verification size 8x40 is outside what gcvit_fmnist takes: H >= 16, W >= 16"):
         ex.to_onnx(model, tmp_path / "m.onnx", sizes=[(8, 40)])
     with pytest.raises(ValueError, match=r"export size \(--size\) 22x22 is outside what deit_fmnist .* multiples of 4"):

@@ -42,11 +42,11 @@ from .window import (
 
 __all__ = [
     "Blocks",
+    "ChannelsLastConv2d",
     "ClassifierHead",
     "Conv2dSame",
     "DropPath",
     "FeedForwardBlock",
-    "ChannelsLastConv2d",
     "FusedMBConv",
     "PointwiseConv2d",
     "ShortMapConv2d",

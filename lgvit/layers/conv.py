@@ -94,7 +94,7 @@ class ChannelsLastConv2d(nn.Conv2d):
     A (B, 1, H, W) batch is contiguous in both layouts, so the conv follows the weight's strides and picks
     channels-first; when its output then meets channels-last gradients (every later layer here is
     channels-last), the weight-gradient kernel is about 7x slower (gcvit_fmnist's stem at batch 128:
-    4.9 ms against 0.7, `benchmarks/train_speed.py --profile`). A channels-last view of the weight settles
+    4.9 ms against 0.7, the conv's forward and backward alone). A channels-last copy of the weight settles
     the choice. The parameter and the state dict are unchanged; traced graphs keep the plain conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

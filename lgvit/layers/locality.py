@@ -13,7 +13,7 @@ from torch import nn
 
 from .conv import PointwiseConv2d, ShortMapConv2d, SqueezeExcite
 from .drop import DropPath
-from .mlp import Mlp
+from .mlp import LayerScale, Mlp
 from .window import channels_first
 
 ACTS = ("relu6", "hs", "hs+se", "hs+eca", "hs+ecah")
@@ -102,10 +102,11 @@ def _channel_attention(hidden: int, act: str, reduction: int) -> nn.Module:
 
 
 class FeedForwardBlock(nn.Module):
-    """Base of the blocks whose feed-forward LocalViT makes local (DeiT, PVT, TNT, Swin); blocks call
+    """Base of the blocks whose feed-forward LocalViT makes local (DeiT, PVT, TNT, Swin, GC ViT); blocks call
     `init_feed_forward` and `feed_forward`.
 
-    Without locality: x + drop_path(mlp(norm2(x))) (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`).
+    Without locality: x + drop_path(ls2(mlp(norm2(x)))) (timm's keys `norm2`, `mlp.fc1`, `mlp.fc2`; `ls2` is a
+    LayerScale with a `layer_scale`, as in GC ViT-S/B/L, and the identity otherwise).
     With locality (LocalViT): x + locality(x) on the (H, W) map (key `locality`), with no second
     norm and no drop-path on this branch; in a token sequence the first `num_prefix` tokens (the
     class token) pass untouched.
@@ -114,19 +115,27 @@ class FeedForwardBlock(nn.Module):
     locality: LocalityFeedForward | None
 
     def init_feed_forward(
-        self, dim: int, mlp_ratio: float, locality: Locality | None, drop: float, drop_path: float, eps: float
+        self,
+        dim: int,
+        mlp_ratio: float,
+        locality: Locality | None,
+        drop: float,
+        drop_path: float,
+        eps: float,
+        layer_scale: float | None = None,
     ) -> None:
         self.locality = None if locality is None else LocalityFeedForward(dim, mlp_ratio, locality)
         if locality is None:
             self.norm2 = nn.LayerNorm(dim, eps=eps)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+            self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
             self.drop_path2 = DropPath(drop_path)
 
     def feed_forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None, num_prefix: int = 0) -> torch.Tensor:
         """A (B, H, W, C) map (no `hw`), or (B, num_prefix + H*W, C) tokens on the grid `hw`, after the residual
         feed-forward."""
         if self.locality is None:
-            return x + self.drop_path2(self.mlp(self.norm2(x)))
+            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         if hw is None:  # (B, H, W, C)
             return self.locality(channels_first(x)).permute(0, 2, 3, 1)  # through (B, C, H, W)
         x = check_token_grid(x, hw, num_prefix)

@@ -26,15 +26,13 @@ from ..layers import (
     ChannelsLastConv2d,
     ClassifierHead,
     DropPath,
+    FeedForwardBlock,
     FusedMBConv,
     LayerNorm2d,
     LayerScale,
     Locality,
-    LocalityFeedForward,
-    Mlp,
     Size2,
     WindowAttention,
-    channels_first,
     drop_path_rates,
     fit_window,
     per_stage,
@@ -194,8 +192,9 @@ def global_queries(gen: GlobalQueryGen, x: torch.Tensor, window: Size2) -> torch
     return x.transpose(1, 2)  # (B, heads, N, head_dim)
 
 
-class GCViTBlock(nn.Module):
-    """Pre-norm transformer block on a (B, H, W, C) map with local or global-query window attention."""
+class GCViTBlock(FeedForwardBlock):
+    """Pre-norm transformer block on a (B, H, W, C) map with local or global-query window attention, then the
+    MLP, or with `cfg.locality` LocalViT's feed-forward (lgvit's own hybrid)."""
 
     def __init__(
         self,
@@ -216,20 +215,11 @@ class GCViTBlock(nn.Module):
         )
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        # with `cfg.locality`, LocalViT's residual conv feed-forward (its own BatchNorms; no norm2, layer scale
-        # or drop-path on this branch, as in LocalViT); otherwise GC ViT's pre-norm MLP
-        self.locality = None if cfg.locality is None else LocalityFeedForward(dim, mlp_ratio, cfg.locality)
-        if cfg.locality is None:
-            self.norm2 = nn.LayerNorm(dim)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=cfg.drop_rate)
-            self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
-            self.drop_path2 = DropPath(drop_path)
+        self.init_feed_forward(dim, mlp_ratio, cfg.locality, cfg.drop_rate, drop_path, 1e-5, layer_scale)
 
     def forward(self, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(block_attention(self, self.norm1(x), q_global, window)))
-        if self.locality is not None:
-            return self.locality(channels_first(x)).permute(0, 2, 3, 1)  # through (B, C, H, W)
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return self.feed_forward(x)
 
 
 def block_attention(block: GCViTBlock, x: torch.Tensor, q_global: torch.Tensor, window: Size2) -> torch.Tensor:
