@@ -1,5 +1,6 @@
 """Multi-process data parallelism under torchrun: gloo on CPU, nccl on GPU; rank 0 logs and saves."""
 
+import ctypes
 import os
 from dataclasses import dataclass
 
@@ -49,13 +50,33 @@ def cpu_threads(workers: int, local_world: int) -> int:
     return max(1, cores // local_world - workers)
 
 
+# glibc's mallopt parameters (malloc.h) and the size up to which freed memory is kept for reuse
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HOLD_BYTES = 1 << 30
+
+
+def hold_freed_memory() -> bool:
+    """Has glibc's malloc keep freed blocks of up to 1 GiB for reuse, instead of unmapping them (blocks above its
+    mmap threshold) or trimming them off the heap. A CPU training step frees and re-allocates its activations,
+    and by default the kernel then maps and zeroes them afresh: thousands of page faults a step (measured in
+    docs/training.md, "The allocator"). The process then keeps up to 1 GiB more memory than it uses. Returns
+    whether it applied: False where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _HOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _HOLD_BYTES))
+
+
 def init_distributed(device_name: str, threads: int | None = None, workers: int = 0) -> Dist:
-    """Joins the process group torchrun set up (WORLD_SIZE > 1) and sets the CPU threads per process."""
+    """Joins the process group torchrun set up (WORLD_SIZE > 1); on the CPU, sets the threads per process and
+    keeps freed memory for reuse (`hold_freed_memory`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if device.type == "cpu":
         torch.set_num_threads(threads or cpu_threads(workers, local_world))
+        hold_freed_memory()
     if world == 1:
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
