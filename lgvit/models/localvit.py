@@ -47,7 +47,7 @@ VARIANTS: dict[str, Variant] = {
     # lgvit's own small LocalViT for 28-32 px images: `deit_fmnist` with the locality feed-forward (SE r=4),
     # so the pair isolates what the depth-wise conv adds. Not an official variant, no pretrained weights.
     "localvit_fmnist": small_variant(replace(FMNIST_VIT, locality=Locality("hs+se", 4))),
-    # lgvit's own hybrid: `gcvit_fmnist` with LocalViT's feed-forward (h-swish, no SE) in every block, so the
-    # pair isolates what the depth-wise conv adds to GC ViT. Not an official variant of either paper.
+    # lgvit's own hybrid: `gcvit_fmnist` with LocalViT's feed-forward (h-swish, no SE) in every block, the
+    # `make demo` model (docs/training.md, "The demo"). Not an official variant of either paper.
     "localvit_gcvit_fmnist": small_variant(replace(FMNIST_GCVIT, locality=Locality("hs"))),
 }
