@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_MODEL := localvit_gcvit_fmnist
 DEMO_RUN := runs/$(DEMO_MODEL)
+DEMO_EPOCHS := 15
 
-# Trains lgvit's small GC ViT with LocalViT's feed-forward on Fashion-MNIST with the default recipe for 15 epochs, picking
-# best.pt on 5,000 held-out training images, then evaluates it once on the test split (docs/training.md).
+# Trains lgvit's small GC ViT with LocalViT's feed-forward on Fashion-MNIST with the default recipe for
+# DEMO_EPOCHS epochs, picking best.pt on 5,000 held-out training images, then evaluates it once on the test
+# split (docs/training.md).
 demo: $(STAMP)
 	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y dataset-fashion-mnist; fi
-	$(BIN)/lgvit train --model $(DEMO_MODEL) --val-split 5000 --epochs 15
+	$(BIN)/lgvit train --model $(DEMO_MODEL) --val-split 5000 --epochs $(DEMO_EPOCHS)
 	$(BIN)/lgvit eval --checkpoint $(DEMO_RUN)/best.pt
 	@echo "report: $(DEMO_RUN)/summary.md (curves.png, confusion.png, metrics.csv beside it)"
 

@@ -121,7 +121,10 @@ def test_bad_files_are_reported_and_the_rest_predicted(
     assert [line.split(": ")[0] for line in out.splitlines()] == good
     for path, problem in zip(bad, ("empty", "not an image", "truncated", "no such file"), strict=True):
         assert any(path in line and problem in line.lower() for line in err.splitlines()), (path, err)
-    assert "4 of 6 images could not be read" in err
+    assert "4 of 6 images could not be read (above); the others were predicted" in err
+    assert main(["predict", "--checkpoint", str(folder_ckpt), *bad[:2]]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "2 of 2 images could not be read (above); none was predicted" in err
 
 
 @pytest.mark.parametrize("topk", ["0", "-1"])

@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{pred.path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in pred.top))
     if failed:
+        rest = "none was predicted" if failed == len(args.images) else "the others were predicted"
         print(
-            f"lgvit predict: error: {failed} of {len(args.images)} images could not be read (above); "
-            "the others were predicted",
+            f"lgvit predict: error: {failed} of {len(args.images)} images could not be read (above); {rest}",
             file=sys.stderr,
         )
         return 2
