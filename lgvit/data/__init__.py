@@ -4,7 +4,7 @@ names as package data), and `build_data` choosing between them (`build`); for de
 Fashion-MNIST scenes (`scenes`) and COCO / label-map folders (`dense_folder`)."""
 
 from .build import EVAL_DEFAULTS, DataBundle, build_data, data_kind, resolve_data_dir
-from .dense_folder import CocoFolder, LabelMapFolder
+from .dense_folder import CocoFolder, LabelMapFolder, save_coco_folder, save_label_map_folder
 from .folder import UnreadableImage, check_image, load_image, pil_mode
 from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, TensorImages, read_idx
 from .labels import imagenet_classes, pad_class_names, read_labels
@@ -39,5 +39,7 @@ __all__ = [
     "read_idx",
     "read_labels",
     "resolve_data_dir",
+    "save_coco_folder",
+    "save_label_map_folder",
     "transform_for",
 ]

@@ -2,7 +2,9 @@
 
 - `CocoFolder`: `images/` + `instances.json` (COCO format) for detection and instance segmentation, read with
   pycocotools, items in torchvision's detection convention;
-- `LabelMapFolder`: `images/` + `labels/` (PNG label maps of the same stem) for semantic segmentation.
+- `LabelMapFolder`: `images/` + `labels/` (PNG label maps of the same stem) for semantic segmentation;
+- `save_coco_folder` and `save_label_map_folder` write any dataset in those layouts (the Fashion scenes, say), so
+  a folder of real data can be checked against a known one.
 
 Missing folders, files and unknown ids are found when the dataset is made; an image whose size disagrees with
 its annotation or label map raises when it is read, naming both files.
@@ -21,6 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from ..files import atomic_write, atomic_write_text
 from .folder import load_image, pil_mode
 
 _SHOWN = 5  # missing files named in an error
@@ -186,3 +189,57 @@ class LabelMapFolder(Dataset):
                 "a label map must match its image"
             )
         return _to_tensor(img), label
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    """A (H, W) or (H, W, 3) uint8 array as a PNG, written atomically."""
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def _image_array(image: torch.Tensor) -> np.ndarray:
+    """A (C, H, W) float image in [0, 1] as (H, W) or (H, W, 3) uint8."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8)  # (C, H, W)
+    return pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+
+
+def save_coco_folder(dataset: Dataset, root: str | Path, classes: list[str]) -> Path:
+    """Writes a detection dataset (items as `CocoFolder`'s, with or without 'masks') as a COCO folder:
+    `root/images/000000.png`, ... and `root/instances.json`, masks as COCO's compressed RLE, `classes[label]`
+    naming category `label` (`classes[0]`, the background, is not a category). Every file is written
+    atomically, the JSON last, so an interrupted export is not a valid folder. Returns `root`."""
+    from pycocotools import mask as coco_mask
+
+    root = Path(root)
+    images, annotations = [], []
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        name = f"{index:06d}.png"
+        _save_png(root / "images" / name, _image_array(image))
+        images.append({"id": index + 1, "file_name": name, "height": image.shape[1], "width": image.shape[2]})
+        for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True)):
+            x1, y1, x2, y2 = box
+            ann = {"id": len(annotations) + 1, "image_id": index + 1, "category_id": label, "iscrowd": 0}
+            ann |= {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+            if "masks" in target:
+                rle = coco_mask.encode(np.asfortranarray(target["masks"][k].numpy().astype(np.uint8)))
+                ann |= {"segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}
+                ann["area"] = int(target["masks"][k].sum())
+            annotations.append(ann)
+    categories = [{"id": i, "name": name} for i, name in enumerate(classes) if i > 0]
+    coco = {"images": images, "annotations": annotations, "categories": categories}
+    atomic_write_text(root / "instances.json", json.dumps(coco))
+    return root
+
+
+def save_label_map_folder(dataset: Dataset, root: str | Path) -> Path:
+    """Writes a segmentation dataset ((image, (H, W) int64 label map) items) as a label-map folder:
+    `root/images/000000.png` and `root/labels/000000.png` (8-bit maps: class indices 0-255), atomically.
+    Returns `root`."""
+    root = Path(root)
+    for index in range(len(dataset)):
+        image, labels = dataset[index]
+        if labels.min() < 0 or labels.max() > 255:
+            raise ValueError(f"item {index}'s label map holds {labels.min()}..{labels.max()}: 8-bit PNGs take 0-255")
+        _save_png(root / "images" / f"{index:06d}.png", _image_array(image))
+        _save_png(root / "labels" / f"{index:06d}.png", labels.to(torch.uint8).numpy())
+    return root

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from .backbone import create_backbone
 
@@ -82,7 +83,7 @@ def create_detector(
         num_classes: the detector's classes, background included (11 for the Fashion scenes).
         img_size: torchvision's transform resizes each image so that its longer side is `img_size`.
         image_mean, image_std: the normalisation the transform applies (one value per channel).
-        fpn: the pyramid's width; the R-CNNs' box head is 2 * fpn wide.
+        fpn: the pyramid's width; the R-CNNs' box head is 2 * fpn wide, Mask R-CNN's mask head fpn wide.
         pretrained, config_overrides: for the backbone, as `create_backbone` takes them.
     """
     _check_detector(detector)
@@ -112,15 +113,13 @@ def detector_on(
         return kind(body, num_classes, anchor_generator=anchors, detections_per_img=50, **size)
     fpn = body.out_channels
     box_head = TwoMLPHead(fpn * 7 * 7, 2 * fpn)  # 7 x 7: the default RoI pooler's output
+    heads = dict(box_head=box_head, box_predictor=FastRCNNPredictor(2 * fpn, num_classes))
+    if detector == "maskrcnn":  # torchvision's mask head (four 3x3 convs, a 2x deconv) at the pyramid's width
+        heads |= dict(
+            mask_head=MaskRCNNHeads(fpn, (fpn,) * 4, 1), mask_predictor=MaskRCNNPredictor(fpn, fpn, num_classes)
+        )
     kind = MaskRCNN if detector == "maskrcnn" else FasterRCNN
-    return kind(
-        body,
-        rpn_anchor_generator=anchors,
-        box_head=box_head,
-        box_predictor=FastRCNNPredictor(2 * fpn, num_classes),
-        **_RCNN,
-        **size,
-    )
+    return kind(body, rpn_anchor_generator=anchors, **heads, **_RCNN, **size)
 
 
 def detection_loss(model: nn.Module, images: ImageBatch, targets: TargetBatch) -> torch.Tensor:

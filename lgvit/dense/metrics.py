@@ -1,17 +1,22 @@
 """Dense metrics with widely used implementations: COCO mAP and mAR (torchmetrics' MeanAveragePrecision on
 pycocotools) for detection; mIoU and pixel accuracy (torchmetrics' MulticlassJaccardIndex, MulticlassAccuracy)
-for segmentation. Under DDP, torchmetrics sums every process's shard when the result is computed."""
+for segmentation. Under DDP every process evaluates its shard: torchmetrics sums the segmentation metrics' states,
+and the detection metric's per-image states are gathered with `all_gather_object` (torchmetrics' own sync
+gathers them one list item at a time, which fails or hangs when the shards hold different numbers of images)."""
 
 import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from .segmentation import IGNORE_INDEX
 
 DETECTION_METRICS = ("map", "map50", "map75", "mar100")  # COCO mAP@[.5:.95], mAP@.5, mAP@.75, mAR@100 (x 100)
+MASK_METRICS = ("mask_map", "mask_map50", "mask_map75", "mask_mar100")  # the same of the masks (Mask R-CNN)
+MASK_THRESHOLD = 0.5  # a Mask R-CNN pixel is the object's where its mask probability is at least this
 SEGMENTATION_METRICS = ("loss", "miou", "pixel_acc")  # cross-entropy, mean IoU and pixel accuracy (x 100)
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
@@ -25,21 +30,59 @@ def _torchmetrics():
     return torchmetrics
 
 
+_COCO_NAMES = {"map": "map", "map50": "map_50", "map75": "map_75", "mar100": "mar_100"}  # ours -> torchmetrics'
+
+
+def _prediction(p: dict[str, torch.Tensor], masks: bool) -> dict[str, torch.Tensor]:
+    """A detector's output for torchmetrics: float boxes and scores, (N, H, W) bool masks from the (N, 1, H, W)
+    probabilities."""
+    out = {"boxes": p["boxes"].float().cpu(), "scores": p["scores"].float().cpu(), "labels": p["labels"].cpu()}
+    if masks:
+        out["masks"] = p["masks"][:, 0].cpu() >= MASK_THRESHOLD  # (N, H, W)
+    return out
+
+
 @torch.no_grad()
 def evaluate_detection(
-    model: nn.Module, loader: Iterable, device: torch.device, autocast: Autocast = contextlib.nullcontext
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    autocast: Autocast = contextlib.nullcontext,
+    masks: bool = False,
 ) -> dict[str, float]:
-    """COCO box mAP@[.5:.95], mAP@.5, mAP@.75 and mAR@100 (percent) of a detector on (ImageBatch, TargetBatch)."""
-    metric = _torchmetrics().detection.MeanAveragePrecision(iou_type="bbox", backend="pycocotools")
+    """COCO box mAP@[.5:.95], mAP@.5, mAP@.75 and mAR@100 (percent) of a detector on (ImageBatch, TargetBatch);
+    with `masks` (Mask R-CNN, targets with 'masks'), the same of the masks too (`MASK_METRICS`), each predicted
+    mask cut at MASK_THRESHOLD as torchvision's COCO evaluation does."""
+    iou_type = ("bbox", "segm") if masks else "bbox"
+    metric = _torchmetrics().detection.MeanAveragePrecision(
+        iou_type=iou_type, backend="pycocotools", sync_on_compute=False
+    )
     model.eval()
     for images, targets in loader:
         with autocast():
             preds = model(list(images.to(device)))
-        keep = ("boxes", "scores", "labels")
-        metric.update([{k: p[k].float().cpu() if k != "labels" else p[k].cpu() for k in keep} for p in preds], targets)
+        if masks and any("masks" not in t for t in targets):
+            raise ValueError("mask mAP needs targets with 'masks': build the data with masks (Mask R-CNN's)")
+        metric.update([_prediction(p, masks) for p in preds], targets)
+    _gather_images(metric)
     result = metric.compute()
-    names = {"map": "map", "map50": "map_50", "map75": "map_75", "mar100": "mar_100"}
-    return {k: 100 * max(float(result[v]), 0.0) for k, v in names.items()}  # COCO's -1 (no boxes at all) is 0
+    prefixes = (("", "bbox_"), ("mask_", "segm_")) if masks else (("", ""),)
+    return {  # COCO's -1 (no boxes at all) is 0
+        f"{ours}{k}": 100 * max(float(result[f"{theirs}{v}"]), 0.0)
+        for ours, theirs in prefixes
+        for k, v in _COCO_NAMES.items()
+    }
+
+
+def _gather_images(metric) -> None:
+    """Under DDP, every process's per-image lists of the detection metric (boxes, RLE masks, scores, labels; its
+    own and the ground truth's), joined in rank order on every process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for name, mine in metric.metric_state.items():
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, mine)
+        setattr(metric, name, [item for part in parts for item in part])
 
 
 @torch.no_grad()

@@ -217,7 +217,8 @@ def _build_state(run: _Run, model: nn.Module) -> TrainState:
     wrapped = model
     if d.enabled:
         ids = [d.device.index] if d.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        unused = any(getattr(m, "has_unused_parameters", False) for m in model.modules())  # GC ViT's 1-block stages
+        wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
     if cfg.compile:  # dynamic: the last, smaller batch and the eval size reuse the graph, no recompile
         wrapped = torch.compile(wrapped, dynamic=True)
     return TrainState(wrapped, model, optimizer, scheduler, scaler, ema)

@@ -21,7 +21,13 @@ from ..data import DEFAULT_IDX_DIR, CocoFolder, FashionScenes, LabelMapFolder, S
 from ..data.idx import is_idx_dir
 from ..dense import create_segmenter
 from ..dense.detection import DETECTORS, DetectionCollate, create_detector, detection_loss
-from ..dense.metrics import DETECTION_METRICS, SEGMENTATION_METRICS, evaluate_detection, evaluate_segmentation
+from ..dense.metrics import (
+    DETECTION_METRICS,
+    MASK_METRICS,
+    SEGMENTATION_METRICS,
+    evaluate_detection,
+    evaluate_segmentation,
+)
 from ..dense.segmentation import SegmentationCollate, segmentation_loss
 from .config import TASKS, TrainConfig
 from .distributed import Dist
@@ -86,7 +92,8 @@ class DenseTask(Task):
     def __init__(self, cfg: TrainConfig) -> None:
         _check_dense_flags(cfg)
         if cfg.task == "detect":
-            super().__init__(cfg.task, DETECTION_METRICS, "map50")
+            masks = MASK_METRICS if cfg.detector == "maskrcnn" else ()
+            super().__init__(cfg.task, DETECTION_METRICS + masks, "map50")
         else:
             super().__init__(cfg.task, SEGMENTATION_METRICS, "miou")
         self.cfg = cfg
@@ -175,7 +182,7 @@ class DenseTask(Task):
 
         if self.name == "segment":
             return evaluate_segmentation(model, loader, num_classes, opts.device, autocast)
-        return evaluate_detection(model, loader, opts.device, autocast)
+        return evaluate_detection(model, loader, opts.device, autocast, masks=self.cfg.detector == "maskrcnn")
 
     def epoch_line(self, row: dict, epochs: int) -> str:
         """One line per epoch: train loss, the val metrics (and the EMA's score), speed."""
