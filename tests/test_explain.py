@@ -14,7 +14,7 @@ from torch import nn
 from lgvit import create_model
 from lgvit.cli import main
 from lgvit.explain import attention_maps, attention_rollout, grad_cam, layer_cam
-from lgvit.explain.figures import fit_to_image, peak
+from lgvit.explain.figures import fit_to_image, peak, pointing_hits
 from lgvit.explain.maps import collect
 from lgvit.layers import Conv2dSame
 from lgvit.layers.attention import WindowAttention
@@ -438,6 +438,18 @@ def test_peak_is_the_maximal_cells_centre() -> None:
     assert divmod(int(fit_to_image(m[0], (56, 56), 16).argmax()), 56) == (0, 0)  # what the argmax of the resize gave
     rows, cols = peak(torch.rand(2, 8, 12), (32, 48), 16)  # TNT's pixel map tiles the image: 4 px per cell
     assert ((rows - 1) % 4 == 0).all() and ((cols - 1) % 4 == 0).all()
+
+
+def test_pointing_hits_counts_points_in_the_box_or_within_the_tolerance() -> None:
+    """Inside or on the box's edge hits at any tolerance; outside, a point hits only within its Euclidean
+    distance of the nearest box pixel (3-4-5: a corner point 5 px off hits at 5, not at 4.9)."""
+    boxes = torch.tensor([[10, 20, 30, 40]]).expand(5, 4)  # top, left, bottom, right (inclusive)
+    rows = torch.tensor([10, 30, 20, 33, 20])
+    cols = torch.tensor([20, 40, 30, 44, 19])  # on two corners, inside, (3, 4) off the corner, 1 px left
+    assert pointing_hits(rows, cols, boxes).tolist() == [True, True, True, False, False]
+    assert pointing_hits(rows, cols, boxes, 1).tolist() == [True, True, True, False, True]
+    assert pointing_hits(rows, cols, boxes, 4.9).tolist() == [True, True, True, False, True]
+    assert pointing_hits(rows, cols, boxes, 5).tolist() == [True, True, True, True, True]
 
 
 def _receptive_centre(convs: list[nn.Conv2d], size: int, cell: int) -> float:

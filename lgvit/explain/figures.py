@@ -84,6 +84,15 @@ def peak(
     return rows, (cell % m.shape[-1] * r + int(c1)).clamp(0, size[1] - 1)
 
 
+def pointing_hits(rows: torch.Tensor, cols: torch.Tensor, boxes: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+    """(B,) whether each point (rows[b], cols[b]) lies within `tolerance` pixels (Euclidean) of its box, (B, 4)
+    as (top, left, bottom, right), inclusive. 0 is the strict pointing game; Zhang et al. (2016, TorchRay's
+    `PointingGame`) count a point within 15 px of the object on PASCAL VOC and COCO images."""
+    dr = (boxes[:, 0] - rows).clamp_min(0) + (rows - boxes[:, 2]).clamp_min(0)  # rows outside the box
+    dc = (boxes[:, 1] - cols).clamp_min(0) + (cols - boxes[:, 3]).clamp_min(0)  # columns outside the box
+    return dr.square() + dc.square() <= tolerance**2
+
+
 def _upsample(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A (h, w) map resized bilinearly to the image's (H, W), its minimum to 0 and its maximum to 1."""
     h = F.interpolate(heat.detach().cpu().float()[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
