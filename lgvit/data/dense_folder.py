@@ -219,11 +219,14 @@ def save_coco_folder(dataset: Dataset, root: str | Path, classes: list[str]) -> 
         for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True)):
             x1, y1, x2, y2 = box
             ann = {"id": len(annotations) + 1, "image_id": index + 1, "category_id": label, "iscrowd": 0}
-            ann |= {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+            ann |= {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}  # COCO: the mask's, if any
             if "masks" in target:
-                rle = coco_mask.encode(np.asfortranarray(target["masks"][k].numpy().astype(np.uint8)))
-                ann |= {"segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}
-                ann["area"] = int(target["masks"][k].sum())
+                mask = target["masks"][k].numpy().astype(np.uint8)  # (H, W)
+                rle = coco_mask.encode(np.asfortranarray(mask))
+                ann |= {
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    "area": int(mask.sum()),
+                }
             annotations.append(ann)
     categories = [{"id": i, "name": name} for i, name in enumerate(classes) if i > 0]
     coco = {"images": images, "annotations": annotations, "categories": categories}

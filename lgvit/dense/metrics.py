@@ -1,14 +1,14 @@
 """Dense metrics with widely used implementations: COCO mAP and mAR (torchmetrics' MeanAveragePrecision on
 pycocotools) for detection; mIoU and pixel accuracy (torchmetrics' MulticlassJaccardIndex, MulticlassAccuracy)
 for segmentation. Under DDP every process evaluates its shard: torchmetrics sums the segmentation metrics' states,
-and the detection metric's per-image states are gathered with `all_gather_object` (torchmetrics' own sync
-gathers them one list item at a time, which fails or hangs when the shards hold different numbers of images)."""
+and the detection metric's per-image states are gathered with the caller's `gather` (lgvit's training passes
+`gather_objects`: torchmetrics' own sync gathers them one list item at a time, which fails or hangs when the
+shards hold different numbers of images)."""
 
 import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -20,6 +20,7 @@ MASK_THRESHOLD = 0.5  # a Mask R-CNN pixel is the object's where its mask probab
 SEGMENTATION_METRICS = ("loss", "miou", "pixel_acc")  # cross-entropy, mean IoU and pixel accuracy (x 100)
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
+Gather = Callable[[object], list]  # an object of every process, in rank order (`training.distributed.gather_objects`)
 
 
 def _torchmetrics():
@@ -49,10 +50,12 @@ def evaluate_detection(
     device: torch.device,
     autocast: Autocast = contextlib.nullcontext,
     masks: bool = False,
+    gather: Gather | None = None,
 ) -> dict[str, float]:
     """COCO box mAP@[.5:.95], mAP@.5, mAP@.75 and mAR@100 (percent) of a detector on (ImageBatch, TargetBatch);
     with `masks` (Mask R-CNN, targets with 'masks'), the same of the masks too (`MASK_METRICS`), each predicted
-    mask cut at MASK_THRESHOLD as torchvision's COCO evaluation does."""
+    mask cut at MASK_THRESHOLD as torchvision's COCO evaluation does. Under DDP, `gather` joins every process's
+    per-image lists (boxes, RLE masks, scores, labels, ground truth) before the result is computed."""
     iou_type = ("bbox", "segm") if masks else "bbox"
     metric = _torchmetrics().detection.MeanAveragePrecision(
         iou_type=iou_type, backend="pycocotools", sync_on_compute=False
@@ -64,7 +67,9 @@ def evaluate_detection(
         if masks and any("masks" not in t for t in targets):
             raise ValueError("mask mAP needs targets with 'masks': build the data with masks (Mask R-CNN's)")
         metric.update([_prediction(p, masks) for p in preds], targets)
-    _gather_images(metric)
+    if gather is not None:
+        for name, mine in metric.metric_state.items():
+            setattr(metric, name, [item for part in gather(mine) for item in part])
     result = metric.compute()
     prefixes = (("", "bbox_"), ("mask_", "segm_")) if masks else (("", ""),)
     return {  # COCO's -1 (no boxes at all) is 0
@@ -72,17 +77,6 @@ def evaluate_detection(
         for ours, theirs in prefixes
         for k, v in _COCO_NAMES.items()
     }
-
-
-def _gather_images(metric) -> None:
-    """Under DDP, every process's per-image lists of the detection metric (boxes, RLE masks, scores, labels; its
-    own and the ground truth's), joined in rank order on every process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for name, mine in metric.metric_state.items():
-        parts: list = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, mine)
-        setattr(metric, name, [item for part in parts for item in part])
 
 
 @torch.no_grad()

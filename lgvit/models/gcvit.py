@@ -243,14 +243,17 @@ class GCViTStage(nn.Module):
         native = cfg.img_size // 2 ** (index + 2)
         convs = max(1, int(math.log2(max(native, 1) / self.window)))
         self.global_block = GlobalQueryGen(dim, cfg.num_heads[index], convs)
-        # a one-block stage has no global block, so its generator (kept for the official layout) gets no gradient:
-        # DistributedDataParallel must then look for unused parameters (lgvit.training.loop)
-        self.has_unused_parameters = len(drop_paths) < 2
         self.blocks = Blocks(
             GCViTBlock(dim, cfg.num_heads[index], self.window, cfg.mlp_ratio, j % 2 == 1, cfg.layer_scale, dp, cfg)
             for j, dp in enumerate(drop_paths)
         )
         self.norm = nn.LayerNorm(dim) if last else nn.Identity()
+
+    @property
+    def has_unused_parameters(self) -> bool:
+        """A one-block stage has no global block, so its generator (kept for the official layout) gets no
+        gradient: DistributedDataParallel must then look for unused parameters (`lgvit.training.loop`)."""
+        return len(self.blocks) < 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)

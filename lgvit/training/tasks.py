@@ -10,6 +10,7 @@ clipping, resume, SIGTERM, DDP, bars, metrics files, checkpoints) for every task
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from ..dense.metrics import (
 )
 from ..dense.segmentation import SegmentationCollate, segmentation_loss
 from .config import TASKS, TrainConfig
-from .distributed import Dist
+from .distributed import Dist, gather_objects
 from .engine import StepOptions
 
 _STATS_SCENES = 64  # the train scenes whose pixels give the scenes' mean and std
@@ -92,11 +93,17 @@ class DenseTask(Task):
     def __init__(self, cfg: TrainConfig) -> None:
         _check_dense_flags(cfg)
         if cfg.task == "detect":
-            masks = MASK_METRICS if cfg.detector == "maskrcnn" else ()
-            super().__init__(cfg.task, DETECTION_METRICS + masks, "map50")
+            super().__init__(
+                cfg.task, DETECTION_METRICS + (MASK_METRICS if cfg.detector == "maskrcnn" else ()), "map50"
+            )
         else:
             super().__init__(cfg.task, SEGMENTATION_METRICS, "miou")
         self.cfg = cfg
+
+    @property
+    def masks(self) -> bool:
+        """Whether the detector segments too (Mask R-CNN): its data carries masks and it is scored on them."""
+        return self.cfg.detector == "maskrcnn"
 
     def data(self, train: bool = True) -> DenseData:
         """The train (if `train`) and val sets of `cfg.data`: scenes from an IDX folder, else a dense folder."""
@@ -130,9 +137,9 @@ class DenseTask(Task):
                     f"it needs {split}/ holding {layout}"
                 )
         if self.name == "detect":
-            val, train_ds = CocoFolder(root / "val", self.cfg.detector == "maskrcnn", chans), None
+            val, train_ds = CocoFolder(root / "val", self.masks, chans), None
             if train:
-                train_ds = CocoFolder(root / "train", self.cfg.detector == "maskrcnn", chans)
+                train_ds = CocoFolder(root / "train", self.masks, chans)
                 if train_ds.classes != val.classes:
                     raise ValueError(f"{root}: train/ and val/ list different categories; give both the same")
             classes = val.classes
@@ -163,7 +170,7 @@ class DenseTask(Task):
     def collate(self, data: DenseData) -> DetectionCollate | SegmentationCollate:
         """The batches of both splits: lists for the detectors (which normalise), padded tensors for the segmenter."""
         if self.name == "detect":
-            return DetectionCollate(masks=self.cfg.detector == "maskrcnn")
+            return DetectionCollate(masks=self.masks)
         return SegmentationCollate(data.mean, data.std)
 
     def loss(self, model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +189,8 @@ class DenseTask(Task):
 
         if self.name == "segment":
             return evaluate_segmentation(model, loader, num_classes, opts.device, autocast)
-        return evaluate_detection(model, loader, opts.device, autocast, masks=self.cfg.detector == "maskrcnn")
+        gather = partial(gather_objects, d=d)
+        return evaluate_detection(model, loader, opts.device, autocast, masks=self.masks, gather=gather)
 
     def epoch_line(self, row: dict, epochs: int) -> str:
         """One line per epoch: train loss, the val metrics (and the EMA's score), speed."""
