@@ -50,7 +50,8 @@ class TrainState:
     bad_steps: int = 0  # optimizer steps skipped in a row for a NaN/inf loss or gradient (not checkpointed)
 
 
-def _autocast(opts: StepOptions) -> contextlib.AbstractContextManager:
+def autocast(opts: StepOptions) -> contextlib.AbstractContextManager:
+    """`torch.autocast` to `opts.amp_dtype` on `opts.device`, or nothing when autocast is off."""
     if opts.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(opts.device.type, dtype=opts.amp_dtype)
@@ -132,7 +133,7 @@ def _forward_backward(
 ) -> float:
     """One batch's loss and gradient (DDP-synchronised if `sync`), counted in the epoch's sums when finite."""
     with contextlib.nullcontext() if sync else model.no_sync():
-        with _autocast(opts):
+        with autocast(opts):
             if opts.task_loss is not None:  # lgvit.training.tasks.DenseTask.loss
                 loss, correct = opts.task_loss(model, x, y)
             else:
@@ -195,7 +196,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, opts: StepOpt
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, top-k hits, count
     for x, y in loader:
         x, y = _to_device(x, y, opts)
-        with _autocast(opts):
+        with autocast(opts):
             logits = model(x).float()
         if logits.ndim != 2 or logits.shape[1] != num_classes:
             raise ValueError(

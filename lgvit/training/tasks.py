@@ -7,7 +7,6 @@ model and batches are built, what a batch's loss is, how it is evaluated and wha
 clipping, resume, SIGTERM, DDP, bars, metrics files, checkpoints) for every task.
 """
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,7 +31,7 @@ from ..dense.metrics import (
 from ..dense.segmentation import SegmentationCollate, segmentation_loss
 from .config import TASKS, TrainConfig
 from .distributed import Dist, gather_objects
-from .engine import StepOptions
+from .engine import StepOptions, autocast
 
 _STATS_SCENES = 64  # the train scenes whose pixels give the scenes' mean and std
 
@@ -181,16 +180,11 @@ class DenseTask(Task):
 
     def evaluate(self, model: nn.Module, loader, num_classes: int, opts: StepOptions, d: Dist) -> dict[str, float]:
         """The task's metrics (engine.evaluate's signature); torchmetrics sums the processes' shards."""
-
-        def autocast() -> contextlib.AbstractContextManager:
-            if opts.amp_dtype is None:
-                return contextlib.nullcontext()
-            return torch.autocast(opts.device.type, dtype=opts.amp_dtype)
-
+        amp = partial(autocast, opts)
         if self.name == "segment":
-            return evaluate_segmentation(model, loader, num_classes, opts.device, autocast)
+            return evaluate_segmentation(model, loader, num_classes, opts.device, amp)
         gather = partial(gather_objects, d=d)
-        return evaluate_detection(model, loader, opts.device, autocast, masks=self.masks, gather=gather)
+        return evaluate_detection(model, loader, opts.device, amp, masks=self.masks, gather=gather)
 
     def epoch_line(self, row: dict, epochs: int) -> str:
         """One line per epoch: train loss, the val metrics (and the EMA's score), speed."""
