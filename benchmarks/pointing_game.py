@@ -12,25 +12,27 @@ and COCO images of about 500 px: 3% of the side, 2 px on a 56 px canvas). Method
 - `Grad-CAM, stage s` / `Layer-CAM, stage s`: Grad-CAM / Layer-CAM of the true class on stage s;
 - `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
   the last such block of stage s, averaged over heads and query slots (the attention each position receives);
+- `Grad-CAM, LAYER` (with `--layer LAYER`, GC ViT family only): Grad-CAM of the true class on the output of that
+  module, e.g. `stem.down.norm1` (stride 2); GC ViT's stride-2 steps are 3x3 convs padded by 1, so a map of
+  stride r centres cell i on pixel r*i;
 - `random`: a uniformly random point (the chance level: box area / canvas area).
 
     python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
     lgvit train --data data/fashion-canvas-56 --img-size 56 --epochs 3 --output runs/gcvit_canvas
     python benchmarks/pointing_game.py --checkpoint runs/gcvit_canvas/best.pt [--checkpoint ...] \
-        [--images 1000] [--canvas 56] [--seed 0] [--tolerance 0 2] [--figures docs/explain]
+        [--images 1000] [--canvas 56] [--seed 0] [--tolerance 0 2] [--layer stem.down.norm1] [--figures docs/explain]
 """
 
 import argparse
-import gzip
-import struct
 from pathlib import Path
 
 import torch
 
 from lgvit.data.build import resolve_data_dir
-from lgvit.data.idx import load_idx_split
+from lgvit.data.idx import load_idx_split, write_idx
 from lgvit.explain import attention_maps, grad_cam, layer_cam
 from lgvit.explain.figures import display_image, fit_to_image, panels_figure, peak, pointing_hits
+from lgvit.models.gcvit import GCViT
 from lgvit.tools.inference import from_checkpoint
 
 # method -> ((B, h, w) map, its stride in pixels, the pixel of cell (0, 0)'s centre)
@@ -53,19 +55,13 @@ def canvases(n: int, side: int, seed: int, split: str = "val") -> tuple[torch.Te
     return out, labels[pick], boxes
 
 
-def _write_idx(path: Path, t: torch.Tensor) -> None:
-    """A uint8 tensor as a gzipped IDX file (magic 0x08 = unsigned byte, then the sizes)."""
-    header = struct.pack(">I", 0x0800 + t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)
-    path.write_bytes(gzip.compress(header + t.contiguous().numpy().tobytes(), compresslevel=1))
-
-
 def make_data(root: Path, side: int, train: int, seed: int) -> None:
     """Fashion-MNIST-layout IDX files of canvases: `train` train garments, 2000 test garments (another seed)."""
     root.mkdir(parents=True, exist_ok=True)
     for prefix, split, n, s in (("train", "train", train, seed), ("t10k", "val", 2000, seed + 1)):
         images, labels, _ = canvases(n, side, s, split)
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[:, 0])
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[:, 0])
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
     print(f"wrote {train} train and 2000 val canvases of {side} px to {root}")
 
 
@@ -79,7 +75,7 @@ def _label(model: torch.nn.Module, name: str) -> str:
     return f"{'local ' if hasattr(model.stages[0], 'global_block') else ''}attention, stage {stage}"
 
 
-def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Maps:
+def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> Maps:
     """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win."""
     size = tuple(x.shape[-2:])
 
@@ -92,6 +88,9 @@ def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Map
     for stage in range(len(model.feature_info)):
         out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], *cells(stage))
         out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], *cells(stage))
+    for layer in layers:
+        cam = grad_cam(model, x, y, layer=layer)[0]  # (B, h, w)
+        out[f"Grad-CAM, {layer}"] = (cam, -(-size[0] // cam.shape[1]), (0.0, 0.0))  # GC ViT: cell i on pixel r*i
     out["random"] = (torch.rand(x.shape[0], *size), 1, (0.0, 0.0))
     return out
 
@@ -101,6 +100,10 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, list[float]]:
     figure if asked."""
     loaded = from_checkpoint(checkpoint)
     model = loaded.model.eval()
+    if args.layer and not isinstance(model, GCViT):
+        raise SystemExit(
+            f"--layer: {checkpoint} is a {type(model).__name__}; only GC ViT's cell centres are known here"
+        )
     images, labels, boxes = canvases(args.images, args.canvas, args.seed)
     mean, std = torch.tensor(loaded.mean)[:, None, None], torch.tensor(loaded.std)[:, None, None]
     scores: dict[str, list[int]] = {}
@@ -108,7 +111,7 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, list[float]]:
     for i in range(0, len(images), 50):
         x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
         y = labels[i : i + 50]
-        maps = method_maps(model, x, y)
+        maps = method_maps(model, x, y, args.layer)
         for k, (m, r, c) in maps.items():
             rows, cols = peak(m, (args.canvas, args.canvas), r, c)
             got = [int(pointing_hits(rows, cols, boxes[i : i + 50], t).sum()) for t in args.tolerance]
@@ -144,6 +147,9 @@ def main() -> None:
         nargs="+",
         default=[0.0],
         help="pixels a point may lie off the box and still hit, one column each (Zhang et al.: 15 px on VOC/COCO)",
+    )
+    p.add_argument(
+        "--layer", action="append", default=[], help="also Grad-CAM on this module's output (GC ViT; repeatable)"
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")

@@ -16,11 +16,9 @@ top-1 over the repeats (with `--seeds`, repeat r uses `--seed r`). Run it on a q
 """
 
 import argparse
-import gzip
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,16 +34,14 @@ def write_subset(out: Path, images: int, test_images: int | None = None) -> Path
     """The first `images` training and `test_images` (default `images // 6`) test images of Debian's
     Fashion-MNIST as IDX files."""
     from lgvit.data.build import resolve_data_dir
-    from lgvit.data.idx import load_idx_split
+    from lgvit.data.idx import load_idx_split, write_idx
 
     out.mkdir(parents=True, exist_ok=True)
     tests = images // 6 if test_images is None else test_images
     for prefix, split, n in (("train", "train", images), ("t10k", "val", tests)):
         x, y = load_idx_split(resolve_data_dir(None), split)
         for kind, t in (("images", x[:n, 0]), ("labels", y[:n].to(torch.uint8))):
-            header = struct.pack(">I", 0x0800 + t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)
-            path = out / f"{prefix}-{kind}-idx{t.ndim}-ubyte.gz"
-            path.write_bytes(gzip.compress(header + t.contiguous().numpy().tobytes(), compresslevel=1))
+            write_idx(out / f"{prefix}-{kind}-idx{t.ndim}-ubyte.gz", t)
     (out / "classes.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
     return out
 

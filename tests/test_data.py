@@ -22,6 +22,7 @@ from lgvit.data import (
     read_idx,
     transform_for,
 )
+from lgvit.data import write_idx as save_idx
 
 SHAPES = ("top", "bottom", "vertical", "square")  # flip-invariant classes a tiny model learns in a few steps
 
@@ -105,6 +106,23 @@ def test_idx_gz_and_raw_read_the_same(tmp_path: Path) -> None:
     assert torch.equal(read_idx(tmp_path / "a.gz"), torch.from_numpy(images))
     assert torch.equal(read_idx(tmp_path / "b"), read_idx(tmp_path / "a.gz"))
     assert read_idx(tmp_path / "labels").tolist() == labels.tolist()
+
+
+def test_the_library_writes_idx_files_byte_for_byte(tmp_path: Path) -> None:
+    """`lgvit.data.write_idx` writes what the hand-made writer above does (gzipped or not), atomically, and
+    refuses what IDX type 0x08 cannot hold."""
+    images, labels = pattern_images(6, size=9)
+    for name in ("a.gz", "b"):
+        save_idx(tmp_path / "lib" / name, torch.from_numpy(images))
+        write_idx(tmp_path / name, images)
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(tmp_path / "lib" / name, "rb") as f, opener(tmp_path / name, "rb") as g:
+            assert f.read() == g.read()
+    save_idx(tmp_path / "labels.gz", torch.from_numpy(labels.astype(np.uint8)))
+    assert read_idx(tmp_path / "labels.gz").tolist() == labels.tolist()
+    assert sorted(p.name for p in (tmp_path / "lib").iterdir()) == ["a.gz", "b"]  # no temporary file left
+    with pytest.raises(ValueError, match="uint8.*float32"):
+        save_idx(tmp_path / "x", torch.zeros(2, 3))
 
 
 def test_idx_bad_files_raise(tmp_path: Path) -> None:

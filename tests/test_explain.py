@@ -277,6 +277,40 @@ def test_layer_and_grad_cam_follow_their_definitions() -> None:
     assert not torch.allclose(layer_map, grad_map, atol=1e-2)
 
 
+def test_a_named_layer_is_explained_like_a_stage() -> None:
+    """`layer=` hooks any module with a (B, C, h, w) output: the stage's own module gives the stage's map, the
+    stem's first conv a stride-2 map, which follows Grad-CAM's definition on that conv's output."""
+    torch.manual_seed(0)
+    model = _windowed("gcvit_fmnist")
+    x = torch.randn(2, 1, 29, 35)
+    target = torch.tensor([1, 3])
+    for cam_of in (grad_cam, layer_cam):
+        assert torch.equal(cam_of(model, x, target, layer="stages.0")[0], cam_of(model, x, target, stage=0)[0])
+    kept = []
+    hook = model.stem.conv1.register_forward_hook(lambda m, i, o: kept.append(o))
+    logits = model(x)
+    hook.remove()
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[0])
+    ref = (grad.mean((2, 3), keepdim=True) * kept[0]).sum(1).clamp_min(0).detach()  # (B, 15, 18)
+    cam = grad_cam(model, x, target, layer="stem.conv1")[0]
+    assert cam.shape == (2, 15, 18) and torch.allclose(cam, ref / ref.amax((1, 2), keepdim=True), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layer", "stage", "message"),
+    [
+        ("stem.conv9", None, "not a module of GCViT.*named_modules"),
+        ("stem.conv1", 0, "a stage or a layer, not both"),
+        ("stem.down", None, "not called by GCViT's forward"),
+        ("stages.0.blocks.0.attn.qkv", None, "outputs a 3-d tensor.*use stage="),
+    ],
+)
+def test_a_bad_layer_is_named(layer: str, stage: int | None, message: str) -> None:
+    model = _windowed("gcvit_fmnist")
+    with pytest.raises(ValueError, match=message):
+        grad_cam(model, torch.randn(1, 1, *SIZE), stage=stage, layer=layer)
+
+
 @pytest.mark.parametrize(
     ("name", "kw", "size", "side"),
     [

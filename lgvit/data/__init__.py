@@ -6,7 +6,7 @@ Fashion-MNIST scenes (`scenes`) and COCO / label-map folders (`dense_folder`).""
 from .build import EVAL_DEFAULTS, DataBundle, build_data, data_kind, resolve_data_dir
 from .dense_folder import CocoFolder, LabelMapFolder, save_coco_folder, save_label_map_folder
 from .folder import UnreadableImage, check_image, load_image, pil_mode
-from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, TensorImages, read_idx
+from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, TensorImages, read_idx, write_idx
 from .labels import imagenet_classes, pad_class_names, read_labels
 from .scenes import SCENE_CLASSES, FashionScenes, Placement, SceneConfig
 from .transforms import AUGMENTS, AugmentConfig, eval_config, eval_transform, mix_transform, transform_for
@@ -38,6 +38,7 @@ __all__ = [
     "pil_mode",
     "read_idx",
     "read_labels",
+    "write_idx",
     "resolve_data_dir",
     "save_coco_folder",
     "save_label_map_folder",

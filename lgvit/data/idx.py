@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..files import atomic_write
+
 DEFAULT_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -57,6 +59,19 @@ def read_idx(path: Path) -> torch.Tensor:
         )
     array = np.frombuffer(data, dtype=dtype, offset=offset)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="))).reshape(dims)  # (N, *dims[1:])
+
+
+def write_idx(path: str | Path, t: torch.Tensor) -> None:
+    """A uint8 tensor as one IDX file (magic 0x08 = unsigned byte, then its sizes), gzipped if `path` ends in
+    .gz, written atomically: `read_idx` gives it back. Images are (N, H, W), labels (N,)."""
+    if t.dtype != torch.uint8:
+        raise ValueError(f"write_idx writes uint8 tensors (IDX type 0x08), got {t.dtype}: convert it first")
+    path = Path(path)
+    data = bytes([0, 0, 0x08, t.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in t.shape)
+    data += t.contiguous().cpu().numpy().tobytes()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, compresslevel=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def find_idx(root: Path, prefix: str, kind: str) -> Path:

@@ -41,24 +41,54 @@ def _level(model: nn.Module, stage: int | None) -> dict:
     return info[stage]
 
 
+def _target_module(model: nn.Module, stage: int | None, layer: str | None) -> nn.Module:
+    """The module whose output is explained: `layer` by name, or else `feature_info[stage]`'s."""
+    if layer is None:
+        return model.get_submodule(_level(model, stage)["module"])
+    if stage is not None:
+        raise ValueError("give a stage or a layer, not both")
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(
+            f"layer {layer!r} is not a module of {type(model).__name__}; "
+            "see model.named_modules() for the names (e.g. 'stem.conv1')"
+        ) from None
+
+
+def _check_layer_output(out: torch.Tensor, layer: str) -> None:
+    """A named layer's output must be a (B, C, h, w) map: token and channels-last layouts are ambiguous."""
+    if out.ndim != 4:
+        raise ValueError(
+            f"layer {layer!r} outputs a {out.ndim}-d tensor of shape {tuple(out.shape)}; a layer must output "
+            "(B, C, h, w) maps (a conv, a LayerNorm2d, a stage of a model with NCHW stages); use stage= otherwise"
+        )
+
+
 def _activation_and_gradient(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, stage: int | None
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, stage: int | None, layer: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (B, C, h, w) output A of `feature_info[stage]` for the batch `x`, d score / d A for `target`'s
-    class (default: each image's top class), and the logits of the eval forward."""
-    level = _level(model, stage)
+    """The (B, C, h, w) output A of `feature_info[stage]` (or of the module named `layer`) for the batch `x`,
+    d score / d A for `target`'s class (default: each image's top class), and the logits of the eval forward."""
+    module = _target_module(model, stage, layer)
     kept: list[torch.Tensor] = []
-    hook = model.get_submodule(level["module"]).register_forward_hook(
+    hook = module.register_forward_hook(
         lambda m, i, o: kept.append(o[-1] if isinstance(o, tuple) else o)  # TNT's blocks: (pixels, patches)
     )
     try:
         with eval_mode(model), torch.enable_grad():
             logits = model(x.detach().requires_grad_(True))  # a graph even if every weight is frozen
+            if not kept:
+                raise ValueError(f"layer {layer!r} is not called by {type(model).__name__}'s forward; choose another")
+            if layer is not None:
+                _check_layer_output(kept[-1], layer)
             target = logits.argmax(-1) if target is None else target.to(logits.device)
             (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[-1])
     finally:
         hook.remove()
-    r = level["reduction"]
+    if layer is not None:
+        return kept[-1].detach(), grad, logits.detach()  # A, dA: (B, C, h, w)
+    r = _level(model, stage)["reduction"]
     grid = (x.shape[-2] // r, x.shape[-1] // r)
     return _as_map(kept[-1].detach(), grid), _as_map(grad, grid), logits.detach()  # A, dA: (B, C, h, w)
 
@@ -69,24 +99,33 @@ def _unit_max(cam: torch.Tensor) -> torch.Tensor:
 
 
 def grad_cam(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    stage: int | None = None,
+    layer: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`).
+    """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`), or on the
+    output of the module named `layer` (`grad-cam`'s target layer), which must be a (B, C, h, w) map.
 
     relu(sum_c mean_hw(d score / d A_c) * A_c) per image, divided by its maximum: (B, h, w) in [0, 1] at
     the level's resolution (h = ceil(H / reduction) for the hierarchical models, H / patch for tokens).
     `target`: (B,) class indices whose score is explained (default: each image's top class). Returns
     (cam, logits); the logits are the eval forward's, with gradients on (float rounding apart from no_grad).
     """
-    act, grad, logits = _activation_and_gradient(model, x, target, stage)
+    act, grad, logits = _activation_and_gradient(model, x, target, stage, layer)
     return _unit_max((grad.mean((2, 3), keepdim=True) * act).sum(1).clamp_min(0)), logits  # (B, h, w)
 
 
 def layer_cam(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, stage: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    stage: int | None = None,
+    layer: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer-CAM (Jiang et al., 2021) of `x` on `feature_info[stage]`: as `grad_cam`, but each position
     weighs the activations by its own positive gradient, relu(sum_c relu(d score / d A_c(i, j)) * A_c(i, j)),
     instead of by the channel's mean gradient. Same arguments, shapes and normalisation as `grad_cam`."""
-    act, grad, logits = _activation_and_gradient(model, x, target, stage)
+    act, grad, logits = _activation_and_gradient(model, x, target, stage, layer)
     return _unit_max((grad.clamp_min(0) * act).sum(1).clamp_min(0)), logits  # (B, h, w)
