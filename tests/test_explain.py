@@ -277,23 +277,33 @@ def test_layer_and_grad_cam_follow_their_definitions() -> None:
     assert not torch.allclose(layer_map, grad_map, atol=1e-2)
 
 
+def _hooked_grad_cam(model: nn.Module, module: nn.Module, x: torch.Tensor, target: torch.Tensor, nhwc: bool):
+    """Grad-CAM by hand on `module`'s output, (B, h, w) divided by its maximum."""
+    kept = []
+    hook = module.register_forward_hook(lambda m, i, o: kept.append(o))
+    logits = model(x)
+    hook.remove()
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[0])
+    act = kept[0].detach()
+    if nhwc:
+        act, grad = act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)  # (B, C, h, w)
+    ref = (grad.mean((2, 3), keepdim=True) * act).sum(1).clamp_min(0)  # (B, h, w)
+    return ref / ref.amax((1, 2), keepdim=True)
+
+
 def test_a_named_layer_is_explained_like_a_stage() -> None:
-    """`layer=` hooks any module with a (B, C, h, w) output: the stage's own module gives the stage's map, the
-    stem's first conv a stride-2 map, which follows Grad-CAM's definition on that conv's output."""
+    """`layer=` hooks any module with a map output: the stage's own module gives the stage's map; the stem's
+    first conv a stride-2 (B, C, h, w) map; a GC ViT block its (B, h, w, C) output, read as such."""
     torch.manual_seed(0)
     model = _windowed("gcvit_fmnist")
     x = torch.randn(2, 1, 29, 35)
     target = torch.tensor([1, 3])
     for cam_of in (grad_cam, layer_cam):
         assert torch.equal(cam_of(model, x, target, layer="stages.0")[0], cam_of(model, x, target, stage=0)[0])
-    kept = []
-    hook = model.stem.conv1.register_forward_hook(lambda m, i, o: kept.append(o))
-    logits = model(x)
-    hook.remove()
-    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[0])
-    ref = (grad.mean((2, 3), keepdim=True) * kept[0]).sum(1).clamp_min(0).detach()  # (B, 15, 18)
-    cam = grad_cam(model, x, target, layer="stem.conv1")[0]
-    assert cam.shape == (2, 15, 18) and torch.allclose(cam, ref / ref.amax((1, 2), keepdim=True), atol=1e-5)
+    for layer, nhwc, side in (("stem.conv1", False, (15, 18)), ("stages.0.blocks.1", True, (8, 9))):
+        cam = grad_cam(model, x, target, layer=layer)[0]
+        ref = _hooked_grad_cam(model, model.get_submodule(layer), x, target, nhwc)
+        assert cam.shape == (2, *side) and torch.allclose(cam, ref, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -302,13 +312,21 @@ def test_a_named_layer_is_explained_like_a_stage() -> None:
         ("stem.conv9", None, "not a module of GCViT.*named_modules"),
         ("stem.conv1", 0, "a stage or a layer, not both"),
         ("stem.down", None, "not called by GCViT's forward"),
-        ("stages.0.blocks.0.attn.qkv", None, "outputs a 3-d tensor.*use stage="),
+        ("stages.0.blocks.0.attn.qkv", None, "not a map of the image's grid.*use stage="),  # windows of tokens
+        ("stages.0.global_block", None, r"\(2, 2, 49, 16\), which is not a map"),  # (B, heads, tokens, dim)
     ],
 )
 def test_a_bad_layer_is_named(layer: str, stage: int | None, message: str) -> None:
     model = _windowed("gcvit_fmnist")
     with pytest.raises(ValueError, match=message):
-        grad_cam(model, torch.randn(1, 1, *SIZE), stage=stage, layer=layer)
+        grad_cam(model, torch.randn(2, 1, 29, 35), stage=stage, layer=layer)
+
+
+def test_a_layer_that_reads_both_ways_is_refused() -> None:
+    """A (B, 8, 8, 8) output of a 32 x 32 input is (B, C, 8, 8) or (B, 8, 8, C): refused, not guessed."""
+    model = create_model("gcvit_fmnist", in_chans=1, num_classes=4, embed_dim=8, num_heads=(1, 2, 4)).eval()
+    with pytest.raises(ValueError, match="reads as both"):
+        grad_cam(model, torch.randn(1, 1, 32, 32), layer="stages.0.blocks.0")
 
 
 @pytest.mark.parametrize(
@@ -397,6 +415,23 @@ def test_cli_three_channel_deit(tmp_path: Path, images: list[Path], capsys: pyte
     assert set(_pngs(out)) == {f"shirt_{k}.png" for k in ("input", "rollout", "gradcam", "attention")}
     assert main(["explain", "--checkpoint", str(ckpt), str(images[0]), "--method", "global", "--out", str(out)]) == 2
     assert "--method global needs a GC ViT" in capsys.readouterr().err
+
+
+def test_cli_layer(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFixture) -> None:
+    """--layer draws Grad-CAM / Layer-CAM of one module; a wrong name or a flag it does not go with is an error."""
+    ckpt = _checkpoint(tmp_path / "best.pt", "gcvit_fmnist", 1)
+    base = ["explain", "--checkpoint", str(ckpt), str(images[1]), "--out", str(tmp_path / "out")]
+    for method in ("gradcam", "layercam"):
+        assert main([*base, "--method", method, "--layer", "stem.conv1"]) == 0
+    assert set(_pngs(tmp_path / "out")) == {"shirt_input.png", "shirt_gradcam.png", "shirt_layercam.png"}
+    capsys.readouterr()
+    for extra, message in (
+        (["--method", "gradcam", "--layer", "stem.conv9"], "layer 'stem.conv9' is not a module of GCViT"),
+        (["--layer", "stem.conv1"], "--layer is for --method gradcam or layercam, not attention"),
+        (["--method", "gradcam", "--layer", "stem.conv1", "--stage", "0"], "give --stage or --layer, not both"),
+    ):
+        assert main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def _errors(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, int, str, str]:

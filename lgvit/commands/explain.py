@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stage (block for DeiT/TNT) to show (default: the last; Grad-CAM, Layer-CAM: every stage, or the "
         "level before the last for class-token models)",
     )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="Grad-CAM, Layer-CAM: explain this module's output instead of the stages (a name from "
+        "model.named_modules(), e.g. stem.conv1; its output must be a map of the image)",
+    )
     p.add_argument("--topk", type=int, default=3, help="how many predictions the title lists")
     p.add_argument("--out", default="explain", help="folder for the PNGs (default: ./explain)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -43,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """The flags' own errors, found before any model is loaded (`lgvit predict`'s, then --out's)."""
     check_source_args(args)
+    if args.layer is not None and args.method not in ("gradcam", "layercam"):
+        raise ValueError(f"--layer is for --method gradcam or layercam, not {args.method}")
+    if args.layer is not None and args.stage is not None:
+        raise ValueError("give --stage or --layer, not both")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder: give a folder for the PNGs")
 
@@ -84,7 +94,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         image = display_image(x[0], loaded.mean, loaded.std)
         written = explain_image(
-            model, x.to(device), image, loaded.classes, args.method, args.stage, args.topk, Path(args.out) / stem
+            model,
+            x.to(device),
+            image,
+            loaded.classes,
+            args.method,
+            args.stage,
+            args.topk,
+            Path(args.out) / stem,
+            args.layer,
         )
         print(f"{path}: " + ", ".join(str(p) for p in written))
     if failed:

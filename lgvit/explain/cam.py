@@ -56,13 +56,29 @@ def _target_module(model: nn.Module, stage: int | None, layer: str | None) -> nn
         ) from None
 
 
-def _check_layer_output(out: torch.Tensor, layer: str) -> None:
-    """A named layer's output must be a (B, C, h, w) map: token and channels-last layouts are ambiguous."""
-    if out.ndim != 4:
+def _is_grid(hw: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether (h, w) is the (H, W) image's grid at one integer stride r (h = H // r or ceil(H / r), same r)."""
+    return any(
+        hw[0] in (size[0] // r, -(-size[0] // r)) and hw[1] in (size[1] // r, -(-size[1] // r))
+        for r in range(1, max(size) + 1)
+    )
+
+
+def _layer_layout(out: torch.Tensor, x: torch.Tensor, layer: str) -> str:
+    """'nchw' or 'nhwc': which of a named layer's 4-d output's axes are the grid of the (B, C, H, W) input `x`.
+    Anything else (tokens, windows of several images, an output that reads both ways) is refused: a wrong guess
+    would be a map of the wrong axes."""
+    size, layouts = tuple(x.shape[-2:]), []
+    if out.ndim == 4 and out.shape[0] == x.shape[0]:  # windows stack (B * windows, ...)
+        layouts = [k for k, hw in (("nchw", out.shape[2:]), ("nhwc", out.shape[1:3])) if _is_grid(hw, size)]
+    if len(layouts) != 1:
+        why = "reads as both (B, C, h, w) and (B, h, w, C)" if layouts else "is not a map of the image's grid"
         raise ValueError(
-            f"layer {layer!r} outputs a {out.ndim}-d tensor of shape {tuple(out.shape)}; a layer must output "
-            "(B, C, h, w) maps (a conv, a LayerNorm2d, a stage of a model with NCHW stages); use stage= otherwise"
+            f"layer {layer!r} outputs shape {tuple(out.shape)}, which {why} for a {size[0]}x{size[1]} input; "
+            "a layer must output (B, C, h, w) or (B, h, w, C) maps (a conv, a norm, a block of a windowed stage); "
+            "use stage= otherwise"
         )
+    return layouts[0]
 
 
 def _activation_and_gradient(
@@ -80,13 +96,14 @@ def _activation_and_gradient(
             logits = model(x.detach().requires_grad_(True))  # a graph even if every weight is frozen
             if not kept:
                 raise ValueError(f"layer {layer!r} is not called by {type(model).__name__}'s forward; choose another")
-            if layer is not None:
-                _check_layer_output(kept[-1], layer)
+            layout = _layer_layout(kept[-1], x, layer) if layer is not None else None
             target = logits.argmax(-1) if target is None else target.to(logits.device)
             (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept[-1])
     finally:
         hook.remove()
-    if layer is not None:
+    if layout == "nhwc":
+        return kept[-1].detach().permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2), logits.detach()  # (B, C, h, w)
+    if layout == "nchw":
         return kept[-1].detach(), grad, logits.detach()  # A, dA: (B, C, h, w)
     r = _level(model, stage)["reduction"]
     grid = (x.shape[-2] // r, x.shape[-1] // r)
@@ -106,7 +123,9 @@ def grad_cam(
     layer: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of the (B, C, H, W) batch `x` on `feature_info[stage]` (default: `default_stage`), or on the
-    output of the module named `layer` (`grad-cam`'s target layer), which must be a (B, C, h, w) map.
+    output of the module named `layer` (`grad-cam`'s target layer): a (B, C, h, w) or (B, h, w, C) map of the
+    image's grid, told apart by which axes match the input's size at one stride (an output that reads both
+    ways, or neither, is refused).
 
     relu(sum_c mean_hw(d score / d A_c) * A_c) per image, divided by its maximum: (B, h, w) in [0, 1] at
     the level's resolution (h = ceil(H / reduction) for the hierarchical models, H / patch for tokens).

@@ -237,14 +237,20 @@ def local_global_rows(model: nn.Module, x: torch.Tensor) -> list[tuple[str, Pane
 CAMS = {"gradcam": ("Grad-CAM", grad_cam), "layercam": ("Layer-CAM", layer_cam)}
 
 
-def cam_rows(model: nn.Module, x: torch.Tensor, stage: int | None, method: str) -> tuple[torch.Tensor, list]:
-    """Logits and one row of `method`'s panels (a key of `CAMS`): `stage`, or every stage of a hierarchical
-    model (the default level of a class-token model)."""
+def cam_rows(
+    model: nn.Module, x: torch.Tensor, stage: int | None, method: str, layer: str | None = None
+) -> tuple[torch.Tensor, list]:
+    """Logits and one row of `method`'s panels (a key of `CAMS`): the module named `layer`, `stage`, or every
+    stage of a hierarchical model (the default level of a class-token model). A layer's cells tile the image."""
+    name, cam_of = CAMS[method]
+    if layer is not None:
+        cam, logits = cam_of(model, x, layer=layer)
+        size = tuple(x.shape[-2:])
+        return logits, [(name, [(f"{name}, {layer}", fit_to_image(cam[0], size, -(-size[0] // cam.shape[1])))])]
     if stage is None and model.head.pool != "token":
         levels = list(range(len(model.feature_info)))
     else:
         levels = [default_stage(model) if stage is None else stage]
-    name, cam_of = CAMS[method]
     panels, logits = [], None
     for level in levels:
         cam, logits = cam_of(model, x, stage=level)
@@ -261,13 +267,14 @@ def explain_image(
     stage: int | None,
     topk: int,
     out: Path,
+    layer: str | None = None,
 ) -> list[Path]:
     """The PNGs of one prepared image `x` (1, C, H, W) shown as `image`: `{out}_input.png`, `{out}_{method}.png`
     (the top-k in the first title, one overlay per head or level) and, for GC ViT's attention maps,
     `{out}_local_global.png`. `stage` None: the last stage (attention), every stage or the default level
-    (Grad-CAM, Layer-CAM)."""
+    (Grad-CAM, Layer-CAM); `layer`: Grad-CAM or Layer-CAM of that module instead."""
     if method in CAMS:
-        logits, rows = cam_rows(model, x, stage, method)
+        logits, rows = cam_rows(model, x, stage, method, layer)
     elif method == "rollout":
         with torch.no_grad():
             logits = model.eval()(x)
