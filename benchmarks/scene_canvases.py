@@ -1,0 +1,57 @@
+"""Single-garment Fashion scenes as a classification set: pretraining a backbone at the scenes' scales.
+
+Each image is a `FashionScenes` scene of exactly one garment on a `--side` x `--side` canvas, drawn as the
+dense task draws its scenes (a side of 28 px times a scale in [1, 3], black or lightly textured background);
+its label is the garment's class. Train images come from the train garments, the t10k file from the test
+garments, as in the scenes. Written as Fashion-MNIST-layout IDX files, so `lgvit train --data DIR` reads them:
+
+    python benchmarks/scene_canvases.py --out data/scene84 --side 84 --train 60000
+    lgvit train --model localvit_gcvit_fmnist --pretrained runs/localvit_gcvit_140/best.pt --data data/scene84 \
+        --img-size 84 --val-split 5000 --epochs 2 --lr 1e-3 --output runs/scene84
+    lgvit train --task detect --backbone localvit_gcvit_fmnist --pretrained runs/scene84/best.pt ...
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from lgvit.data import FASHION_MNIST_CLASSES, FashionScenes, SceneConfig, resolve_data_dir, write_idx
+from lgvit.files import atomic_write_text
+
+
+def single_garments(split: str, n: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, side, side) uint8 canvases of one garment each and their (n,) uint8 classes (0-9)."""
+    config = SceneConfig(min_side=side, max_side=side, min_objects=1, max_objects=1)
+    scenes = FashionScenes(resolve_data_dir(None), split, "segment", seed, num_scenes=2 * n, config=config)
+    images, labels = torch.zeros(n, side, side, dtype=torch.uint8), torch.zeros(n, dtype=torch.uint8)
+    k = 0
+    for i in range(len(scenes)):
+        canvas, _, placements = scenes.compose(i)  # (side, side) levels 0-255
+        if placements:  # a garment with no pixel above the threshold is left out of its scene
+            images[k], labels[k] = canvas.round().to(torch.uint8), placements[0].label
+            k += 1
+            if k == n:
+                return images, labels
+    raise RuntimeError(f"only {k} of {2 * n} {split} scenes kept a garment")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for the IDX files")
+    p.add_argument("--side", type=int, default=84, help="canvas side in pixels (at least 84 holds a 3x garment)")
+    p.add_argument("--train", type=int, default=60000, help="train canvases")
+    p.add_argument("--val", type=int, default=2000, help="test-garment canvases (the t10k file)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.out)
+    for prefix, split, n in (("train", "train", args.train), ("t10k", "val", args.val)):
+        images, labels = single_garments(split, n, args.side, args.seed)
+        write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    atomic_write_text(out / "classes.txt", "\n".join(FASHION_MNIST_CLASSES) + "\n")
+    print(f"wrote {args.train} train and {args.val} test-garment canvases of {args.side} px to {out}")
+
+
+if __name__ == "__main__":
+    main()
