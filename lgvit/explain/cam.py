@@ -76,7 +76,7 @@ def _layer_layout(out: torch.Tensor, x: torch.Tensor, layer: str) -> str:
         raise ValueError(
             f"layer {layer!r} outputs shape {tuple(out.shape)}, which {why} for a {size[0]}x{size[1]} input; "
             "a layer must output (B, C, h, w) or (B, h, w, C) maps (a conv, a norm, a block of a windowed stage); "
-            "use stage= otherwise"
+            "use stage= (--stage) otherwise"
         )
     return layouts[0]
 
