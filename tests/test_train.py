@@ -5,9 +5,10 @@ import json
 import math
 import os
 import platform
-import resource
 import signal
 import socket
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from lgvit.data import AugmentConfig, build_data
 from lgvit.tools.flops import count_macs
 from lgvit.training.checkpoint import load_checkpoint
 from lgvit.training.config import TrainConfig
-from lgvit.training.distributed import Dist, hold_freed_memory
+from lgvit.training.distributed import Dist
 from lgvit.training.ema import ModelEma
 from lgvit.training.engine import StepOptions, evaluate
 from lgvit.training.loop import SignalStop, train, train_sampler
@@ -531,14 +532,31 @@ def test_a_compiled_training_step_gives_the_eager_losses(shapes_idx: Path, tmp_p
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
 
 
+_FAULTS_PER_ALLOCATION = """
+import resource, sys, torch
+from lgvit.training.distributed import hold_freed_memory
+if sys.argv[1] == "hold":
+    assert hold_freed_memory()
+for _ in range(3):  # the heap settles within two allocations
+    torch.empty(16 << 20).fill_(1.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.empty(16 << 20).fill_(1.0)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10 / ((64 << 20) // resource.getpagesize()))
+"""
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_freed_memory_is_reused_without_new_page_faults():
     """After hold_freed_memory (which `lgvit train` calls on the CPU), a freed 64 MB tensor's memory is reused
-    by the next one. By glibc's defaults it is unmapped on free, and each new one faults in 16,384 pages."""
-    assert hold_freed_memory()
-    pages = (64 << 20) // resource.getpagesize()
-    torch.empty(16 << 20).fill_(1.0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        torch.empty(16 << 20).fill_(1.0)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 3 * pages
+    by the next one. By glibc's defaults it is unmapped on free, and each new one faults in all its pages. Each
+    is measured in a fresh interpreter: a long-lived test worker's fragmented heap can place a small block in
+    the freed one and make a few allocations fault anyway."""
+
+    def faults(mode: str) -> float:  # page faults per allocation, as a share of its pages
+        run = subprocess.run([sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return float(run.stdout)
+
+    assert faults("default") > 0.9
+    assert faults("hold") < 0.35  # a fresh heap still faults in one allocation in ten, now and then
