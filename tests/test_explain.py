@@ -432,6 +432,13 @@ def test_cli_layer(tmp_path: Path, images: list[Path], capsys: pytest.CaptureFix
     ):
         assert main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "unknown"
+    args = ["explain", "--checkpoint", str(ckpt), str(broken), "--method", "gradcam", "--layer", "x", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err  # the name is checked before any image is read
+    assert "layer 'x' is not a module" in err and "cannot read image" not in err and not out.exists()
 
 
 def _errors(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, int, str, str]:

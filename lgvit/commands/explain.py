@@ -8,9 +8,13 @@ reported on stderr and the others are still explained, the exit status is then 2
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..training.distributed import DEVICE_HELP
 from .predict import add_source_args, check_source_args, load_source
+
+if TYPE_CHECKING:
+    from torch import nn
 
 METHODS = ("attention", "global", "rollout", "gradcam", "layercam")
 
@@ -57,8 +61,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} is a file, not a folder: give a folder for the PNGs")
 
 
-def _check_method(model: object, method: str, label: str) -> None:
-    """The method's needs, checked on the loaded model before any image is read."""
+def _check_method(model: "nn.Module", method: str, label: str, layer: str | None) -> None:
+    """The method's needs and --layer's name, checked on the loaded model before any image is read."""
+    from ..explain.cam import target_module
+
+    if layer is not None:
+        target_module(model, None, layer)  # raises for a name that is not a module of the model
     if method == "global" and not any(getattr(m, "global_query", False) for m in model.modules()):
         raise ValueError(f"--method global needs a GC ViT (gcvit_*): {label} has no global-query attention")
     if method == "rollout" and not hasattr(model, "blocks"):
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     loaded = load_source(args)
     model, transform, mode = loaded.model.to(device).eval(), loaded.transform(), pil_mode(loaded.in_chans)
-    _check_method(model, args.method, loaded.label)
+    _check_method(model, args.method, loaded.label, args.layer)
     failed = 0
     for path, stem in zip(args.images, _stems(args.images), strict=True):
         try:

@@ -41,7 +41,7 @@ def _level(model: nn.Module, stage: int | None) -> dict:
     return info[stage]
 
 
-def _target_module(model: nn.Module, stage: int | None, layer: str | None) -> nn.Module:
+def target_module(model: nn.Module, stage: int | None, layer: str | None) -> nn.Module:
     """The module whose output is explained: `layer` by name, or else `feature_info[stage]`'s."""
     if layer is None:
         return model.get_submodule(_level(model, stage)["module"])
@@ -86,7 +86,7 @@ def _activation_and_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (B, C, h, w) output A of `feature_info[stage]` (or of the module named `layer`) for the batch `x`,
     d score / d A for `target`'s class (default: each image's top class), and the logits of the eval forward."""
-    module = _target_module(model, stage, layer)
+    module = target_module(model, stage, layer)
     kept: list[torch.Tensor] = []
     hook = module.register_forward_hook(
         lambda m, i, o: kept.append(o[-1] if isinstance(o, tuple) else o)  # TNT's blocks: (pixels, patches)
