@@ -554,7 +554,8 @@ def test_freed_memory_is_reused_without_new_page_faults():
     the freed one and make a few allocations fault anyway."""
 
     def faults(mode: str) -> float:  # page faults per allocation, as a share of its pages
-        run = subprocess.run([sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True)
+        cmd, root = [sys.executable, "-c", _FAULTS_PER_ALLOCATION, mode], Path(__file__).resolve().parents[1]
+        run = subprocess.run(cmd, cwd=root, capture_output=True, text=True)  # lgvit importable from any cwd
         assert run.returncode == 0, run.stderr
         return float(run.stdout)
 
