@@ -12,9 +12,9 @@ and COCO images of about 500 px: 3% of the side, 2 px on a 56 px canvas). Method
 - `Grad-CAM, stage s` / `Layer-CAM, stage s`: Grad-CAM / Layer-CAM of the true class on stage s;
 - `local attention, stage s` / `global query, stage s` (GC ViT), `attention` (Swin), `block` / `grid` (MaxViT):
   the last such block of stage s, averaged over heads and query slots (the attention each position receives);
-- `Grad-CAM, LAYER` (with `--layer LAYER`, GC ViT family only): Grad-CAM of the true class on the output of that
-  module, e.g. `stem.down.norm1` (stride 2); GC ViT's stride-2 steps are 3x3 convs padded by 1, so a map of
-  stride r centres cell i on pixel r*i;
+- `Grad-CAM, LAYER` / `Layer-CAM, LAYER` (with `--layer LAYER`, GC ViT family only): Grad-CAM / Layer-CAM of
+  the true class on the output of that module, e.g. `stem.down.norm1` (stride 2); GC ViT's stride-2 steps are
+  3x3 convs padded by 1, so a map of stride r centres cell i on pixel r*i;
 - `random`: a uniformly random point (the chance level: box area / canvas area).
 
     python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
@@ -89,8 +89,9 @@ def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, layers
         out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], *cells(stage))
         out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], *cells(stage))
     for layer in layers:
-        cam = grad_cam(model, x, y, layer=layer)[0]  # (B, h, w)
-        out[f"Grad-CAM, {layer}"] = (cam, -(-size[0] // cam.shape[1]), (0.0, 0.0))  # GC ViT: cell i on pixel r*i
+        for method, cam_of in (("Grad-CAM", grad_cam), ("Layer-CAM", layer_cam)):
+            cam = cam_of(model, x, y, layer=layer)[0]  # (B, h, w)
+            out[f"{method}, {layer}"] = (cam, -(-size[0] // cam.shape[1]), (0.0, 0.0))  # GC ViT: cell i on r*i
     out["random"] = (torch.rand(x.shape[0], *size), 1, (0.0, 0.0))
     return out
 
@@ -149,7 +150,10 @@ def main() -> None:
         help="pixels a point may lie off the box and still hit, one column each (Zhang et al.: 15 px on VOC/COCO)",
     )
     p.add_argument(
-        "--layer", action="append", default=[], help="also Grad-CAM on this module's output (GC ViT; repeatable)"
+        "--layer",
+        action="append",
+        default=[],
+        help="also Grad-CAM and Layer-CAM on this module's output (GC ViT; repeatable)",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
