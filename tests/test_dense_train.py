@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from PIL import Image
 from test_train import StopAfter, _free_port
 from torch.utils.data import Subset
@@ -24,12 +25,16 @@ from lgvit.data import (
     save_coco_folder,
     save_label_map_folder,
 )
-from lgvit.dense.metrics import MASK_METRICS, evaluate_detection
+from lgvit.dense import create_segmenter
+from lgvit.dense.backbone import body_parameters
+from lgvit.dense.metrics import MASK_METRICS, evaluate_detection, evaluate_segmentation
+from lgvit.dense.segmentation import IGNORE_INDEX
 from lgvit.training.checkpoint import load_checkpoint, seed_all
 from lgvit.training.config import TrainConfig, parse_model_kwargs
 from lgvit.training.distributed import Dist
 from lgvit.training.engine import StepOptions
 from lgvit.training.loop import train, val_loader
+from lgvit.training.optim import build_optimizer
 from lgvit.training.tasks import load_dense, make_task
 
 TINY = "embed_dim=16 depths=(1,1,1) num_heads=(1,2,4)"  # a 3-stage GC ViT of 0.2 M parameters
@@ -58,7 +63,7 @@ def _untrained(cfg: TrainConfig) -> dict:
     seed_all(cfg.seed)
     overrides = {**parse_model_kwargs(cfg.model_kwargs), "num_classes": 11, "in_chans": 1, "drop_path_rate": 0.0}
     model = task.model(overrides, data)
-    loader = val_loader(data.val, 16, 0, Dist(), task.collate(data))
+    loader = val_loader(data.val, task.eval_batch(16), 0, Dist(), task.collate(data))
     return task.evaluate(model, loader, 11, StepOptions(torch.device("cpu")), Dist())
 
 
@@ -148,6 +153,38 @@ def test_a_stopped_and_resumed_detection_run_equals_the_uninterrupted_one(tmp_pa
     assert all(torch.equal(want[k], got[k]) for k in want)
     with pytest.raises(ValueError, match="--detector fasterrcnn, not retinanet"):
         train(replace(cfg, output=str(tmp_path / "b"), detector="retinanet", resume="auto"))
+    with pytest.raises(ValueError, match="--backbone-lr-mult 1.0, not 0.1"):
+        train(replace(cfg, output=str(tmp_path / "b"), backbone_lr_mult=0.1, resume="auto"))
+    old = load_checkpoint(tmp_path / "b" / "last.pt")  # as an lgvit that decayed the bias tables grouped them
+    groups = old["optimizer"]["param_groups"]
+    groups[0]["params"].append(groups[1]["params"].pop())
+    (tmp_path / "c").mkdir()
+    torch.save(old, tmp_path / "c" / "last.pt")
+    with pytest.raises(ValueError, match=r"groups its parameters otherwise \(\[\d+, \d+\] per group\)"):
+        train(replace(cfg, output=str(tmp_path / "c"), resume="auto"))
+
+
+def test_backbone_lr_mult_slows_only_the_backbone_stages(tmp_path: Path) -> None:
+    """Adam's first step moves every parameter by about its learning rate: the stages by lr * mult, the FPN and
+    head by lr; and `lgvit train --backbone-lr-mult` builds its optimizer that way."""
+    model = create_segmenter("gcvit_fmnist", 11, fpn=32, **parse_model_kwargs(TINY))
+    body = {id(p) for p in body_parameters(model)}
+    assert body == {id(p) for p in model.backbone.body.parameters()} and len(body) < len(list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = build_optimizer(model, 1e-2, 0.05, body_parameters(model), 0.1)
+    assert optimizer.param_groups[0]["lr"] == 1e-2
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(before)  # each parameter once
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        lr = 1e-3 if id(p) in body else 1e-2
+        decay = 1 - lr * 0.05 if p.ndim > 1 and not name.endswith("relative_position_bias_table") else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * decay - lr, rtol=0, atol=1e-6)
+    cfg = TrainConfig(task="segment", output=str(tmp_path), train_scenes=8, epochs=1, backbone_lr_mult=0.1, **FAST)
+    train(cfg)
+    groups = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert sorted({g["initial_lr"] for g in groups}) == pytest.approx([3e-4, 3e-3])
 
 
 def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -164,6 +201,10 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         train(replace(cfg, detector="fcos"))
     with pytest.raises(ValueError, match="at least 28"):
         train(replace(cfg, scene_size=20))
+    with pytest.raises(ValueError, match="--backbone-lr-mult must be a positive number, got 0"):
+        train(replace(cfg, backbone_lr_mult=0.0))
+    with pytest.raises(ValueError, match="--backbone-lr-mult is for --task detect/segment"):
+        train(replace(cfg, task="classify", backbone_lr_mult=0.1))
     with pytest.raises(SystemExit):
         main(["train", "--task", "detect", "--detector", "yolo"])
     assert "invalid choice: 'yolo'" in capsys.readouterr().err
@@ -207,6 +248,31 @@ def test_mask_map_scores_the_masks_apart_from_the_boxes() -> None:
     }
 
 
+class _Painter(torch.nn.Module):
+    """A 'segmenter' whose logits pick, at each pixel, the class of `paint` there."""
+
+    def __init__(self, paint: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.paint, self.num_classes = paint, num_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(self.paint, self.num_classes).permute(0, 3, 1, 2).float()  # (B, classes, H, W)
+
+
+def test_segmentation_metrics_give_each_class_its_iou() -> None:
+    """Class 2 painted as class 1 on half its 10 pixels: IoU 50 for both (5 of the 10 pixels in the union of
+    each), 100 for the untouched class 0, and their mean is the mIoU; ignored pixels count for nothing."""
+    truth = torch.zeros(1, 4, 10, dtype=torch.int64)
+    truth[0, 1, :5], truth[0, 2] = 1, 2  # 5 pixels of class 1, 10 of class 2, 25 of class 0
+    paint = truth.clone()
+    paint[0, 2, :5] = 1  # half of class 2 -> class 1
+    truth[0, 3, :] = IGNORE_INDEX  # whatever is painted there is not scored
+    paint[0, 3, :] = 1
+    metrics = evaluate_segmentation(_Painter(paint, 3), [(torch.zeros(1, 1, 4, 10), truth)], 3, torch.device("cpu"))
+    assert metrics["class_iou"] == pytest.approx([100.0, 50.0, 50.0])
+    assert metrics["miou"] == pytest.approx(200 / 3) and metrics["pixel_acc"] == pytest.approx(100 * 25 / 30)
+
+
 def test_scenes_saved_as_a_coco_folder_read_back_as_they_were(tmp_path: Path) -> None:
     scenes = FashionScenes(split="val", task="detect", num_scenes=3, config=SceneConfig(min_side=32, max_side=64))
     folder = CocoFolder(save_coco_folder(scenes, tmp_path, list(SCENE_CLASSES)), in_chans=1)
@@ -248,6 +314,13 @@ def test_coco_and_label_map_folders_train_and_evaluate_end_to_end(tmp_path: Path
         assert report["images"] == 8 and str(tmp_path) in report["data"]
         for k in keys:
             assert report[k] == pytest.approx(run.best[k], abs=1e-6), k
+    report = json.loads((seg.output / "eval" / "eval.json").read_text())
+    best = str(seg.output / "best.pt")
+    assert main(["eval", "--checkpoint", best, "--batch-size", "3", "--output", str(seg.output / "e1")]) == 0
+    assert json.loads((seg.output / "e1" / "eval.json").read_text()) == report  # any --batch-size: one at a time
+    assert list(report["class_iou"]) == report["classes"] and len(report["classes"]) == 11  # the folder's: '0'-'10'
+    assert list(report["class_iou"].values()) == pytest.approx(seg.best["class_iou"], abs=1e-6)
+    assert "IoU per class (best weights)" in (seg.output / "summary.md").read_text()
     assert "mask_map50" in capsys.readouterr().out
 
 
@@ -297,4 +370,6 @@ def test_two_process_dense_runs_sync_weights_and_evaluate_as_one_process(detecti
         loader = val_loader(Subset(data.val, range(15)), 1, 0, Dist(), dense.collate(data))
         alone = dense.evaluate(model, loader, 11, StepOptions(torch.device("cpu")), Dist())
         assert alone[dense.score] > 1, alone  # measured: mAP@.5 16-18 for the detector, mIoU 8 for the segmenter
-        assert alone == pytest.approx(r0[task]["metrics"], rel=1e-6, abs=1e-6), task
+        want = dict(r0[task]["metrics"])
+        assert alone.pop("class_iou", []) == pytest.approx(want.pop("class_iou", []), rel=1e-6, abs=1e-6), task
+        assert alone == pytest.approx(want, rel=1e-6, abs=1e-6), task

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by lgvit train")
     p.add_argument("--data", default=None, help="IDX folder or ImageFolder tree (default: Fashion-MNIST)")
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto", help="auto: the better at training")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="images per batch (a segmenter is evaluated one image at a time)"
+    )
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--output", default=None, help="folder for eval.json and the PNG (default: the checkpoint's)")
@@ -109,13 +111,16 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
 
     task, model, data = load_dense(ckpt, args.checkpoint, args.weights, args.data)
     model = model.to(device)
-    loader = val_loader(data.val, args.batch_size, args.workers, Dist(), task.collate(data))
+    loader = val_loader(data.val, task.eval_batch(args.batch_size), args.workers, Dist(), task.collate(data))
     result = task.evaluate(model, loader, len(data.classes), StepOptions(device), Dist())
     print(
         f"{args.checkpoint} ({task.name}, {task.cfg.detector if task.name == 'detect' else 'segmenter'}) on "
         f"{len(data.val)} images of {data.root}"
     )
-    print("  ".join(f"{k} {v:.2f}" for k, v in result.items()))
+    print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if k != "class_iou"))
+    if "class_iou" in result:
+        result["class_iou"] = dict(zip(data.classes, result["class_iou"], strict=True))
+        print("IoU per class: " + ", ".join(f"{name} {v:.2f}" for name, v in result["class_iou"].items()))
     out = Path(args.output or Path(args.checkpoint).parent)
     report = {"task": task.name, **result, "images": len(data.val), "data": data.root, "classes": data.classes}
     try:

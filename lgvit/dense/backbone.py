@@ -55,6 +55,12 @@ class Backbone(nn.Module):
         return maps if self.fpn is None else self.fpn(maps)
 
 
+def body_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the stage maps (`Backbone.body`, what `pretrained` loads) of every `Backbone` in
+    `model`, e.g. a torchvision detector or a `Segmenter` on one; not the FPN's or the heads'."""
+    return [p for m in model.modules() if isinstance(m, Backbone) for p in m.body.parameters()]
+
+
 def create_backbone(
     name: str,
     pretrained: bool | str | os.PathLike | None = None,

@@ -88,9 +88,12 @@ def evaluate_segmentation(
     autocast: Autocast = contextlib.nullcontext,
 ) -> dict[str, float]:
     """Cross-entropy, mIoU (the mean over `num_classes` classes, background included) and pixel accuracy
-    (percent) of a segmenter on ((B, C, H, W) images, (B, H, W) maps), pixels labelled IGNORE_INDEX left out."""
+    (percent) of a segmenter on ((B, C, H, W) images, (B, H, W) maps), pixels labelled IGNORE_INDEX left out;
+    also 'class_iou', each class's IoU (percent, a list in class order), as mmseg's per-class table has it."""
     tm = _torchmetrics()
     iou = tm.classification.MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX).to(device)
+    class_iou = tm.classification.MulticlassJaccardIndex(num_classes, average=None, ignore_index=IGNORE_INDEX)
+    class_iou = class_iou.to(device)
     acc = tm.classification.MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX).to(device)
     loss = tm.aggregation.MeanMetric().to(device)
     model.eval()
@@ -104,5 +107,11 @@ def evaluate_segmentation(
         loss.update(F.cross_entropy(logits, maps, ignore_index=IGNORE_INDEX), weight=labelled)
         pred = logits.argmax(1)  # (B, H, W)
         iou.update(pred, maps)
+        class_iou.update(pred, maps)
         acc.update(pred, maps)
-    return {"loss": float(loss.compute()), "miou": 100 * float(iou.compute()), "pixel_acc": 100 * float(acc.compute())}
+    return {
+        "loss": float(loss.compute()),
+        "miou": 100 * float(iou.compute()),
+        "pixel_acc": 100 * float(acc.compute()),
+        "class_iou": [100 * float(v) for v in class_iou.compute()],
+    }

@@ -3,6 +3,7 @@
 import argparse
 import ast
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from typing import get_args, get_type_hints
@@ -78,6 +79,11 @@ class TrainConfig:
     task: str = _opt("classify", "what to train: an image classifier, a detector or a segmenter", choices=TASKS)
     detector: str = _opt("fasterrcnn", "with --task detect: torchvision's detector on the backbone", choices=DETECTORS)
     fpn: int = _opt(128, "with --task detect/segment: the FPN's width (the segmentation head's too)")
+    backbone_lr_mult: float = _opt(
+        1.0,
+        "with --task detect/segment: the backbone's stages learn at --lr times this (the FPN and heads at --lr;"
+        " e.g. 0.1 to keep a --pretrained backbone close to its weights)",
+    )
     scene_size: int = _opt(192, "Fashion scenes' longest side; each side is uniform in [size/2, size]")
     train_scenes: int = _opt(10_000, "Fashion scenes to train on (built from the train garments)")
     val_scenes: int = _opt(1_000, "Fashion scenes to validate on (built from the test garments)")
@@ -133,6 +139,13 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.lr <= 0:
         raise ValueError(f"--lr must be positive, got {cfg.lr}")
+    if not (0 < cfg.backbone_lr_mult < math.inf):
+        raise ValueError(f"--backbone-lr-mult must be a positive number, got {cfg.backbone_lr_mult}")
+    if cfg.backbone_lr_mult != 1 and cfg.task == "classify":
+        raise ValueError(
+            "--backbone-lr-mult is for --task detect/segment (the stages under an FPN and a head): drop it, "
+            "or lower --lr, to fine-tune a classifier"
+        )
     if not 0 <= cfg.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     _check_kwargs_against_flags(parse_model_kwargs(cfg.model_kwargs), cfg)

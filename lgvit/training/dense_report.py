@@ -101,6 +101,15 @@ def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
     return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
 
 
+def class_iou_table(result: dict, classes: list[str]) -> list[str]:
+    """A segmenter's per-class IoU (`result['class_iou']`) as summary.md lines; none for a detector."""
+    if "class_iou" not in result:
+        return []
+    values = result["class_iou"][: len(classes)]  # a head wider than the classes: its extra outputs have no pixels
+    rows = [f"| {name} | {v:.2f} |" for name, v in zip(classes, values, strict=True)]
+    return ["IoU per class (best weights):", "", "| class | IoU (%) |", "|---|---|", *rows, ""]
+
+
 def dense_report(
     task: DenseTask,
     data: DenseData,
@@ -137,6 +146,7 @@ def dense_report(
         "",
         "![predictions](predictions.png)",
         "",
+        *class_iou_table(best, data.classes),
         "## Command",
         "",
         "```",

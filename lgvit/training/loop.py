@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..data import AugmentConfig, DataBundle, TensorImages, build_data, mix_transform, pad_class_names
 from ..data.batched import InMemoryLoader
+from ..dense.backbone import body_parameters
 from ..factory import create_model
 from ..files import probe_writable, remove_stale_temps
 from ..registry import build_config, get_spec
@@ -210,7 +211,8 @@ def _build_state(run: _Run, model: nn.Module) -> TrainState:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = run.make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    scaled = body_parameters(model) if cfg.backbone_lr_mult != 1 else []  # the dense tasks' pretrained stages
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, scaled, cfg.backbone_lr_mult)
     steps = math.ceil(run.batches / cfg.accum_steps)
     scheduler = warmup_cosine(optimizer, cfg.epochs * steps, round(cfg.warmup_epochs * steps), cfg.min_lr / cfg.lr)
     scaler = torch.amp.GradScaler(d.device.type) if cfg.amp == "fp16" else None
@@ -236,6 +238,13 @@ def _rank_sums(saved: dict | list[dict], d: Dist) -> dict[str, float]:
 
 def _restore(state: TrainState, ckpt: dict, d: Dist) -> None:
     state.raw.load_state_dict(ckpt["model"])
+    saved = [len(g["params"]) for g in ckpt["optimizer"]["param_groups"]]
+    if saved != [len(g["params"]) for g in state.optimizer.param_groups]:
+        raise ValueError(
+            f"the checkpoint's optimizer groups its parameters otherwise ({saved} per group) than this lgvit does "
+            "(an older version: detectors and segmenters no longer decay the backbone's bias tables): finish the "
+            "run with the lgvit that started it, or start it afresh in a new --output"
+        )
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     if state.scaler is not None and ckpt.get("scaler"):
@@ -430,7 +439,8 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
     log = MetricsLog(run.out, fresh=ckpt is None) if d.main else None
     mix = mix_transform(cfg.num_classes or len(run.data.classes), cfg.mixup, cfg.cutmix)
     collate = run.task.collate(run.data) if run.task.dense else None
-    val = val_loader(run.data.val, 2 * cfg.batch_size, cfg.workers, d, collate, _batched(run.data.val, cfg))
+    batch = run.task.eval_batch(2 * cfg.batch_size) if run.task.dense else 2 * cfg.batch_size
+    val = val_loader(run.data.val, batch, cfg.workers, d, collate, _batched(run.data.val, cfg))
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch, t0 = epoch, time.perf_counter()
         loader = _train_loader(run.data, cfg, d, epoch, state.step, mix, collate)

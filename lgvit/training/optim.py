@@ -1,25 +1,46 @@
-"""AdamW without weight decay on norms, biases and bias tables, and a warm-up + cosine schedule."""
+"""AdamW without weight decay on norms, biases and bias tables (of the model or any submodule), with an optional
+learning-rate multiplier for a pretrained backbone, and a warm-up + cosine schedule."""
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and the names `model.no_weight_decay()` lists (decay 0)."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float, scaled: Iterable[nn.Parameter] = (), lr_mult: float = 1.0
+) -> list[dict]:
+    """Decayed weights and the rest (decay 0: 1-d parameters, and the names that `no_weight_decay()` of the model
+    or of any submodule, such as a detector's lgvit backbone, lists), each at `lr`; with `scaled` (e.g. a
+    detector's pretrained stages), those parameters in two more groups at `lr * lr_mult`. The first group is at
+    `lr` (the one the training log reports)."""
+    skip = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, m in model.named_modules()
+        if callable(getattr(m, "no_weight_decay", None))
+        for name in m.no_weight_decay()
+    }
+    scaled_ids = {id(p) for p in scaled}
+    groups = {(s, d): [] for s in (False, True) for d in (True, False)}  # (scaled?, decayed?) -> params
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name in skip or p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[(id(p) in scaled_ids, not (name in skip or p.ndim <= 1))].append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * (lr_mult if s else 1.0)}
+        for (s, decayed), params in groups.items()
+        if params or not s  # the unscaled pair always, so the first group is at `lr`
+    ]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, scaled: Iterable[nn.Parameter] = (), lr_mult: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW over `param_groups`, with the multi-tensor (foreach) update: torch picks it only on GPUs, and on
     the CPU it makes a gcvit_fmnist training step 1.2x faster (docs/training.md, "Where an epoch goes")."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), foreach=True)
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay, lr, scaled, lr_mult), lr=lr, betas=(0.9, 0.999), foreach=True
+    )
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int, min_ratio: float):
