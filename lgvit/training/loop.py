@@ -439,7 +439,7 @@ def _fit(run: _Run, model: nn.Module, ckpt: dict | None, stop: Callable[[], bool
     log = MetricsLog(run.out, fresh=ckpt is None) if d.main else None
     mix = mix_transform(cfg.num_classes or len(run.data.classes), cfg.mixup, cfg.cutmix)
     collate = run.task.collate(run.data) if run.task.dense else None
-    batch = run.task.eval_batch(2 * cfg.batch_size) if run.task.dense else 2 * cfg.batch_size
+    batch = run.task.eval_batch(2 * cfg.batch_size)
     val = val_loader(run.data.val, batch, cfg.workers, d, collate, _batched(run.data.val, cfg))
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch, t0 = epoch, time.perf_counter()
