@@ -373,3 +373,12 @@ def test_two_process_dense_runs_sync_weights_and_evaluate_as_one_process(detecti
         want = dict(r0[task]["metrics"])
         assert alone.pop("class_iou", []) == pytest.approx(want.pop("class_iou", []), rel=1e-6, abs=1e-6), task
         assert alone == pytest.approx(want, rel=1e-6, abs=1e-6), task
+
+
+def test_a_dense_checkpoint_loads_without_its_pretrained_source(detection_run, tmp_path: Path) -> None:
+    """eval/predict build the model from the checkpoint alone: the --pretrained file it was trained from may be
+    gone (or relative to another folder)."""
+    ckpt = load_checkpoint(detection_run[1].output / "best.pt")
+    ckpt["train_config"]["pretrained"] = str(tmp_path / "gone.pt")
+    _, model, _ = load_dense(ckpt, "best.pt", "model", None)
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())

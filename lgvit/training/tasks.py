@@ -237,7 +237,8 @@ def dense_config(ckpt: dict, data: str | None) -> TrainConfig:
     """The TrainConfig a dense checkpoint was trained with (fields it lacks at their defaults), on `data` if given."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k in names}
-    return dataclasses.replace(TrainConfig(**saved), data=data or saved.get("data"), resume=None)
+    # pretrained=None: the checkpoint holds every weight, so its backbone's source file need not exist here
+    return dataclasses.replace(TrainConfig(**saved), data=data or saved.get("data"), resume=None, pretrained=None)
 
 
 def is_dense(ckpt: dict) -> bool:
