@@ -212,6 +212,23 @@ def test_segmenter_logits_are_at_the_input_size_at_odd_sizes(family: str) -> Non
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage0.parameters())
 
 
+def test_the_segmenter_pads_to_multiples_of_32_with_its_pad_value_and_crops_back() -> None:
+    """The same logits as the image padded by hand to 64x96 and cropped; 1 pads nothing; the value is used."""
+    name, overrides = FAMILIES["gcvit"]
+    overrides = {**overrides, "in_chans": 2}
+    model = lgvit.create_segmenter(name, 5, fpn=32, head_channels=32, pad_value=(-1.5, 2.0), **overrides).eval()
+    x = torch.randn(1, 2, 45, 67)
+    by_hand = torch.cat([torch.full((1, 1, 64, 96), -1.5), torch.full((1, 1, 64, 96), 2.0)], 1)  # (1, 2, 64, 96)
+    by_hand[..., :45, :67] = x
+    with torch.no_grad():
+        logits, whole = model(x), model(by_hand)
+        torch.testing.assert_close(logits, whole[..., :45, :67], rtol=0, atol=1e-5)
+        assert torch.equal(model(by_hand), whole)  # already a multiple: nothing more is padded
+        model.size_divisible = 1
+        unpadded = model(x)
+    assert unpadded.shape == logits.shape and not torch.allclose(unpadded, logits, atol=1e-3)
+
+
 def test_clear_errors() -> None:
     name, overrides = FAMILIES["gcvit"]
     with pytest.raises(ValueError, match="single-scale model.*use a staged model"):
@@ -234,6 +251,8 @@ def test_clear_errors() -> None:
         lgvit.create_segmenter(name, 11, head="uper", **overrides)
     with pytest.raises(ValueError, match="num_classes=0"):
         lgvit.create_segmenter(name, 0, **overrides)
+    with pytest.raises(ValueError, match=r"size_divisible=0 must be an int >= 1 \(e.g. 32; 1 pads nothing\)"):
+        lgvit.create_segmenter(name, 11, size_divisible=0, **overrides)
     with pytest.raises(ValueError, match="input channels"):
         lgvit.create_backbone(name, **overrides)(torch.randn(1, 3, 64, 64))
 

@@ -3,6 +3,7 @@ learns (against the untrained model on the same val scenes), resume equality for
 errors."""
 
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -86,7 +87,9 @@ def test_a_short_detection_run_beats_the_untrained_detector_and_reports(detectio
     before = _untrained(cfg)
     history, out = result.history, result.output
     assert result.completed and [r["epoch"] for r in history] == [1, 2]
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # RetinaNet's epoch-mean loss over 8 steps at lr 3e-3 is not monotone (measured 4.7, 7.7, 1.2, 1.1 in 4
+    # epochs, and 4.9, 13.6, 6.4, 1.3 in another batch order): the mAP gains below are what shows learning
+    assert all(math.isfinite(r["train_loss"]) for r in history)
     assert result.best["map50"] == max(max(r["val_map50"], r["ema_map50"]) for r in history)
     assert result.best["map50"] > before["map50"] + 2  # measured: 0.0 untrained, 16-18 after 1-2 epochs
     assert result.best["map"] > before["map"]
@@ -155,6 +158,8 @@ def test_a_stopped_and_resumed_detection_run_equals_the_uninterrupted_one(tmp_pa
         train(replace(cfg, output=str(tmp_path / "b"), detector="retinanet", resume="auto"))
     with pytest.raises(ValueError, match="--backbone-lr-mult 1.0, not 0.1"):
         train(replace(cfg, output=str(tmp_path / "b"), backbone_lr_mult=0.1, resume="auto"))
+    with pytest.raises(ValueError, match="trained with --group-sizes: resume with it"):
+        train(replace(cfg, output=str(tmp_path / "b"), group_sizes=False, resume="auto"))
     old = load_checkpoint(tmp_path / "b" / "last.pt")  # as an lgvit that decayed the bias tables grouped them
     groups = old["optimizer"]["param_groups"]
     groups[0]["params"].append(groups[1]["params"].pop())
@@ -367,6 +372,10 @@ def test_two_process_dense_runs_sync_weights_and_evaluate_as_one_process(detecti
         assert all(torch.equal(state[k], r1[task]["state"][k]) for k in state), task
         assert r0[task]["metrics"] == r1[task]["metrics"] and len(r0[task]["history"]) == 1
         dense, model, data = load_dense(load_checkpoint(path), path, "model", None)
+        if task == "segment":  # it pads as the batches are padded: black, -mean/std in normalised units
+            assert model.pad_value.flatten().tolist() == pytest.approx(
+                [-m / s for m, s in zip(data.mean, data.std, strict=True)]
+            )
         loader = val_loader(Subset(data.val, range(15)), 1, 0, Dist(), dense.collate(data))
         alone = dense.evaluate(model, loader, 11, StepOptions(torch.device("cpu")), Dist())
         assert alone[dense.score] > 1, alone  # measured: mAP@.5 16-18 for the detector, mIoU 8 for the segmenter

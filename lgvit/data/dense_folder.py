@@ -135,6 +135,14 @@ class CocoFolder(Dataset):
             target["masks"] = torch.stack(masks) if masks else torch.zeros(0, img.height, img.width, dtype=torch.bool)
         return _to_tensor(img), target
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """Image `index`'s (height, width) as instances.json gives it (else read from the image)."""
+        info = self.coco.imgs[self.ids[index]]
+        if "height" in info and "width" in info:
+            return int(info["height"]), int(info["width"])
+        img = load_image(str(self.images_dir / info["file_name"]), self.mode)
+        return img.height, img.width
+
     def _mask(self, ann: dict, info: dict) -> np.ndarray:
         """The annotation's (H, W) mask; an annotation without a segmentation is filled from its box."""
         if ann.get("segmentation"):
@@ -189,6 +197,15 @@ class LabelMapFolder(Dataset):
                 "a label map must match its image"
             )
         return _to_tensor(img), label
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """Pair `index`'s (height, width), from its label map's header (its image must match it)."""
+        path = self.pairs[index][1]
+        try:
+            with Image.open(path) as lab:
+                return lab.height, lab.width
+        except OSError as e:
+            raise ValueError(f"cannot read label map {path}: {e}; replace or remove the pair") from e
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:

@@ -116,6 +116,15 @@ class FashionScenes(Dataset):
             raise IndexError(f"scene {index} is out of range: this set has {self.num_scenes} scenes")
         return np.random.default_rng([self.seed, list(SPLITS).index(self.split), index])
 
+    def _side_lengths(self, rng: np.random.Generator) -> tuple[int, int]:
+        """A scene's (height, width): the first draw of its generator."""
+        h, w = rng.integers(self.config.min_side, self.config.max_side + 1, size=2)
+        return int(h), int(w)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """Scene `index`'s (height, width), without drawing the scene (for batches of similar size)."""
+        return self._side_lengths(self._rng(index))
+
     def garment(self, placement: Placement) -> torch.Tensor:
         """The garment of `placement` resized to its side: (side, side) float pixel levels 0-255."""
         g = self.garments[placement.garment][None, None].float()  # (1, 1, 28, 28)
@@ -141,7 +150,7 @@ class FashionScenes(Dataset):
         """Scene `index`: its (H, W) float levels 0-255, its (H, W) owner map (-1 background, else the index
         into the placements of the garment seen there) and the placements, in paste order."""
         rng, c = self._rng(index), self.config
-        h, w = (int(v) for v in rng.integers(c.min_side, c.max_side + 1, size=2))
+        h, w = self._side_lengths(rng)
         canvas, owner = self._background(rng, h, w), torch.full((h, w), -1)
         placements, areas = [], []
         for _ in range(int(rng.integers(c.min_objects, c.max_objects + 1))):

@@ -84,6 +84,11 @@ class TrainConfig:
         "with --task detect/segment: the backbone's stages learn at --lr times this (the FPN and heads at --lr;"
         " e.g. 0.1 to keep a --pretrained backbone close to its weights)",
     )
+    group_sizes: bool = _opt(
+        True,
+        "with --task detect/segment: batch training images of similar height and width together, so that padded"
+        " batches hold less padding (docs/dense.md)",
+    )
     scene_size: int = _opt(192, "Fashion scenes' longest side; each side is uniform in [size/2, size]")
     train_scenes: int = _opt(10_000, "Fashion scenes to train on (built from the train garments)")
     val_scenes: int = _opt(1_000, "Fashion scenes to validate on (built from the test garments)")

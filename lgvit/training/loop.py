@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..data import AugmentConfig, DataBundle, TensorImages, build_data, mix_transform, pad_class_names
 from ..data.batched import InMemoryLoader
+from ..data.grouping import SizeGroupedSampler
 from ..dense.backbone import body_parameters
 from ..factory import create_model
 from ..files import probe_writable, remove_stale_temps
@@ -117,10 +118,14 @@ def _batched(ds: Dataset, cfg: TrainConfig) -> bool:
 def _train_loader(
     data: DataBundle, cfg: TrainConfig, d: Dist, epoch: int, skip_batches: int, mix, collate: Callable | None = None
 ) -> DataLoader | InMemoryLoader:
-    sampler = SkipSampler(train_sampler(data.train, d, cfg.seed, epoch), skip_batches * cfg.batch_size)
+    order = train_sampler(data.train, d, cfg.seed, epoch)
+    seed = cfg.seed * 100_003 + epoch * 1_009 + d.rank  # the workers' and the size grouping's
+    if cfg.group_sizes and hasattr(data.train, "image_size"):  # images of varied sizes (the dense tasks')
+        order = SizeGroupedSampler(order, data.train.image_size, cfg.batch_size, seed)
+    sampler = SkipSampler(order, skip_batches * cfg.batch_size)
     if _batched(data.train, cfg):
         return InMemoryLoader(data.train, sampler, cfg.batch_size, drop_last=True, mix=mix)
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + d.rank)  # worker seeds
+    gen = torch.Generator().manual_seed(seed)
     return DataLoader(
         data.train,
         cfg.batch_size,

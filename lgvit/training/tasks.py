@@ -169,8 +169,15 @@ class DenseTask(Task):
         backbone = {k: v for k, v in overrides.items() if k != "num_classes"}
         num_classes = overrides["num_classes"]
         if self.name == "segment":
+            black = [-m / s for m, s in zip(data.mean, data.std, strict=True)]  # the collate's padding, normalised
             return create_segmenter(
-                cfg.model, num_classes, pretrained=cfg.pretrained, fpn=cfg.fpn, head_channels=cfg.fpn, **backbone
+                cfg.model,
+                num_classes,
+                pretrained=cfg.pretrained,
+                fpn=cfg.fpn,
+                head_channels=cfg.fpn,
+                pad_value=black,
+                **backbone,
             )
         size, mean, std = data.img_size, data.mean, data.std
         return create_detector(
@@ -209,12 +216,14 @@ class DenseTask(Task):
 
     def resume_mismatch(self, ckpt: dict) -> str | None:
         """Why `ckpt` cannot continue this run (another task or detector), or None."""
-        old = ckpt.get("train_config") or {}
-        for key in ("task", "detector", "fpn", "backbone_lr_mult"):
+        old = {"group_sizes": False, **(ckpt.get("train_config") or {})}  # runs before --group-sizes: ungrouped
+        for key in ("task", "detector", "fpn", "backbone_lr_mult", "group_sizes"):
             saved = old.get(key, getattr(TrainConfig, key, None))
             if saved != getattr(self.cfg, key):
-                flag = "--" + key.replace("_", "-")
-                return f"the checkpoint was trained with {flag} {saved}, not {getattr(self.cfg, key)}"
+                flag = key.replace("_", "-")
+                if isinstance(saved, bool):  # a --x/--no-x flag
+                    return f"the checkpoint was trained with --{'' if saved else 'no-'}{flag}: resume with it"
+                return f"the checkpoint was trained with --{flag} {saved}, not {getattr(self.cfg, key)}"
         return None
 
 
