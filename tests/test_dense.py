@@ -253,6 +253,8 @@ def test_clear_errors() -> None:
         lgvit.create_segmenter(name, 0, **overrides)
     with pytest.raises(ValueError, match=r"size_divisible=0 must be an int >= 1 \(e.g. 32; 1 pads nothing\)"):
         lgvit.create_segmenter(name, 11, size_divisible=0, **overrides)
+    with pytest.raises(ValueError, match=r"pad_value=\(0.0, 1.0\): give one value, or one per input channel \(1\)"):
+        lgvit.create_segmenter(name, 11, pad_value=(0.0, 1.0), **overrides)
     with pytest.raises(ValueError, match="input channels"):
         lgvit.create_backbone(name, **overrides)(torch.randn(1, 3, 64, 64))
 

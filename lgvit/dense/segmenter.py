@@ -75,10 +75,6 @@ class Segmenter(nn.Module):
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H', W'), H' and W' the multiples of `size_divisible` at or above H and W."""
-        if len(self.pad_value) not in (1, x.shape[1]):
-            raise ValueError(
-                f"pad_value has {len(self.pad_value)} values for {x.shape[1]} input channels: give 1 or one each"
-            )
         k, (h, w) = self.size_divisible, x.shape[-2:]
         ph, pw = -h % k, -w % k
         if not (ph or pw):
@@ -133,6 +129,9 @@ def create_segmenter(
     backbone = create_backbone(
         name, pretrained, out_indices, fpn, frozen_stages=frozen_stages, norm_eval=norm_eval, **config_overrides
     )
+    chans = backbone.body.model.in_chans
+    if not pad_value or len(pad_value) not in (1, chans):
+        raise ValueError(f"pad_value={pad_value!r}: give one value, or one per input channel ({chans})")
     levels = len(backbone.body.strides)
     semantic = SemanticFPNHead(fpn, backbone.strides[:levels], num_classes, head_channels)
     return Segmenter(backbone, semantic, size_divisible, pad_value)
