@@ -297,3 +297,61 @@ def test_detector_on_puts_any_backbone_under_lgvits_detector(detector: str, scen
     assert out[0]["boxes"].shape[1] == 4
     with pytest.raises(ValueError, match="detector='yolo' is not one lgvit trains: choose one of fasterrcnn"):
         detector_on("yolo", body, 11, 64, (0.2,), (0.3,))
+
+
+def _rois(images: int, k: int, extent: float) -> torch.Tensor:
+    """(k, 5) random rois on `images - 1` images (the last has none), some past the map's edges, unsorted."""
+    image = torch.randint(0, images - 1, (k, 1)).float()
+    xy = torch.rand(k, 2) * extent * 1.2 - 0.1 * extent
+    return torch.cat([image, xy, xy + torch.rand(k, 2) * extent * 0.6], 1)
+
+
+@pytest.mark.parametrize(("output_size", "sampling_ratio"), [((7, 7), 2), ((14, 14), 2), ((3, 5), 1), ((7, 7), 3)])
+def test_separable_roi_align_equals_torchvisions_forward_and_gradient(output_size, sampling_ratio) -> None:
+    from torchvision.ops import roi_align as tv_roi_align
+
+    from lgvit.dense.roi import separable_roi_align
+
+    x = torch.randn(3, 5, 9, 13, requires_grad=True)
+    rois = _rois(3, 40, 13 * 4)
+    ours = separable_roi_align(x, rois, output_size, 0.25, sampling_ratio)
+    ref = tv_roi_align(x, rois, output_size, 0.25, sampling_ratio, aligned=False)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    weight = torch.randn_like(ref)
+    (g_ours,) = torch.autograd.grad((ours * weight).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * weight).sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+    assert separable_roi_align(x, rois[:0], output_size, 0.25, sampling_ratio).shape == (0, 5, *output_size)
+
+
+def test_the_roi_pooler_matches_torchvisions_and_the_rcnns_use_it() -> None:
+    """`RoIAlignPooler` assigns boxes to levels and pools them as `MultiScaleRoIAlign` does (outputs and input
+    gradients); in inference it is torchvision's op itself. lgvit's R-CNNs pool with it."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from lgvit.dense.detection import create_detector
+    from lgvit.dense.roi import RoIAlignPooler
+
+    names = ["0", "1", "2", "3"]
+    maps = {n: torch.randn(2, 4, 24 // 2**i, 64 // 2**i, requires_grad=True) for i, n in enumerate(names)}  # 96x256
+    boxes = [torch.tensor([[0, 0, 10, 12], [5, 3, 90, 80], [40, 30, 250, 90], [1, 1, 255, 95.0]]), torch.zeros(0, 4)]
+    image_shapes = [(96, 256), (96, 256)]
+    ours = RoIAlignPooler(names, 7, 2)(maps, boxes, image_shapes)
+    ref = MultiScaleRoIAlign(names, 7, 2)(maps, boxes, image_shapes)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    weight = torch.randn_like(ref)
+    g_ours = torch.autograd.grad((ours * weight).sum(), list(maps.values()))
+    g_ref = torch.autograd.grad((ref * weight).sum(), list(maps.values()))
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(RoIAlignPooler(names, 7, 2)(maps, boxes, image_shapes), ref)
+    model = create_detector("maskrcnn", "gcvit_fmnist", 11, 64, (0.2,), (0.3,), fpn=32, in_chans=1)
+    assert isinstance(model.roi_heads.box_roi_pool, RoIAlignPooler) and model.roi_heads.box_roi_pool.output_size == (
+        7,
+        7,
+    )
+    assert isinstance(model.roi_heads.mask_roi_pool, RoIAlignPooler) and model.roi_heads.mask_roi_pool.output_size == (
+        14,
+        14,
+    )

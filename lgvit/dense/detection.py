@@ -12,6 +12,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from .backbone import create_backbone
+from .roi import box_pooler
 
 DETECTORS = ("fasterrcnn", "retinanet", "fcos", "maskrcnn")
 ONE_STAGE = ("retinanet", "fcos")  # the detectors on P3-P7 (extra levels 'p6', 'p7'), without RoI heads
@@ -113,10 +114,13 @@ def detector_on(
         return kind(body, num_classes, anchor_generator=anchors, detections_per_img=50, **size)
     fpn = body.out_channels
     box_head = TwoMLPHead(fpn * 7 * 7, 2 * fpn)  # 7 x 7: the default RoI pooler's output
-    heads = dict(box_head=box_head, box_predictor=FastRCNNPredictor(2 * fpn, num_classes))
+    # torchvision's default poolers, on a RoIAlign whose backward is fast on the CPU (lgvit.dense.roi)
+    heads = dict(box_roi_pool=box_pooler(7), box_head=box_head, box_predictor=FastRCNNPredictor(2 * fpn, num_classes))
     if detector == "maskrcnn":  # torchvision's mask head (four 3x3 convs, a 2x deconv) at the pyramid's width
         heads |= dict(
-            mask_head=MaskRCNNHeads(fpn, (fpn,) * 4, 1), mask_predictor=MaskRCNNPredictor(fpn, fpn, num_classes)
+            mask_roi_pool=box_pooler(14),
+            mask_head=MaskRCNNHeads(fpn, (fpn,) * 4, 1),
+            mask_predictor=MaskRCNNPredictor(fpn, fpn, num_classes),
         )
     kind = MaskRCNN if detector == "maskrcnn" else FasterRCNN
     return kind(body, rpn_anchor_generator=anchors, **heads, **_RCNN, **size)
