@@ -322,6 +322,10 @@ def test_separable_roi_align_equals_torchvisions_forward_and_gradient(output_siz
     (g_ref,) = torch.autograd.grad((ref * weight).sum(), x)
     torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
     assert separable_roi_align(x, rois[:0], output_size, 0.25, sampling_ratio).shape == (0, 5, *output_size)
+    # a bf16 map (autocast): the sampling weights are computed in fp32, so only bf16's rounding remains
+    half = separable_roi_align(x.detach().bfloat16(), rois, output_size, 0.25, sampling_ratio)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), ref.detach(), atol=0.05, rtol=0.02)
 
 
 def test_the_roi_pooler_matches_torchvisions_and_the_rcnns_use_it() -> None:

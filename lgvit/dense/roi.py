@@ -61,9 +61,9 @@ def separable_roi_align(
     n, c, h, w = input.shape
     out_h, out_w = output_size
     with torch.no_grad():
-        box = rois[:, 1:].to(input.dtype) * spatial_scale  # (K, 4) in cells
-        my = _axis_weights(box[:, 1], box[:, 3] - box[:, 1], h, out_h, sampling_ratio)  # (K, out_h, H)
-        mx = _axis_weights(box[:, 0], box[:, 2] - box[:, 0], w, out_w, sampling_ratio)  # (K, out_w, W)
+        box = rois[:, 1:].float() * spatial_scale  # (K, 4) in cells; weights in fp32, then the map's dtype
+        my = _axis_weights(box[:, 1], box[:, 3] - box[:, 1], h, out_h, sampling_ratio).to(input.dtype)  # (K, out_h, H)
+        mx = _axis_weights(box[:, 0], box[:, 2] - box[:, 0], w, out_w, sampling_ratio).to(input.dtype)  # (K, out_w, W)
         counts = torch.bincount(rois[:, 0].long(), minlength=n).tolist()
     pooled = []
     for i, (wy, wx) in enumerate(zip(my.split(counts), mx.split(counts), strict=True)):
