@@ -111,6 +111,13 @@ def test_eval_of_the_best_detection_checkpoint_gives_its_metrics(detection_run, 
     for k in ("map", "map50", "map75", "mar100"):
         assert report[k] == pytest.approx(result.best[k], abs=1e-6), k
     assert f"map50 {report['map50']:.2f}" in printed and (tmp_path / "eval_predictions.png").is_file()
+    # --val-scenes: more scenes than training validated on (the first 16 the same), scored the same way
+    more = tmp_path / "more"
+    assert main(["eval", "--checkpoint", ckpt, "--val-scenes", "24", "--output", str(more), "--batch-size", "16"]) == 0
+    wider = json.loads((more / "eval.json").read_text())
+    assert wider["images"] == 24 and wider["map50"] != report["map50"]
+    assert main(["eval", "--checkpoint", ckpt, "--val-scenes", "0"]) == 2
+    assert "--val-scenes must be at least 1, not 0" in capsys.readouterr().err
     scene = tmp_path / "scene.png"
     image, target = FashionScenes(split="val", config=SceneConfig(min_side=32, max_side=64))[0]
     Image.fromarray((image[0] * 255).round().byte().numpy()).save(scene)
@@ -327,6 +334,8 @@ def test_coco_and_label_map_folders_train_and_evaluate_end_to_end(tmp_path: Path
     assert list(report["class_iou"].values()) == pytest.approx(seg.best["class_iou"], abs=1e-6)
     assert "IoU per class (best weights)" in (seg.output / "summary.md").read_text()
     assert "mask_map50" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", best, "--val-scenes", "4", "--output", str(seg.output / "e2")]) == 2
+    assert "--val-scenes sets how many Fashion scenes to score" in capsys.readouterr().err
 
 
 def _ddp_evaluate(path: str, rank: int, port: int) -> dict:

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=256, help="images per batch (a segmenter is evaluated one image at a time)"
     )
+    p.add_argument(
+        "--val-scenes", type=int, default=None, help="dense checkpoints on Fashion scenes: score this many val scenes"
+    )
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--output", default=None, help="folder for eval.json and the PNG (default: the checkpoint's)")
@@ -33,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
         raise ValueError(f"--output {args.output} is a file, not a folder: give a folder for eval.json and the PNG")
+    if args.val_scenes is not None and args.val_scenes < 1:
+        raise ValueError(f"--val-scenes must be at least 1, not {args.val_scenes}")
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError(
             f"--batch-size must be at least 1 and --workers at least 0, not {args.batch_size}, {args.workers}"
@@ -77,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     if is_dense(ckpt):
         return _run_dense(args, ckpt, device)
+    if args.val_scenes is not None:
+        raise ValueError(f"--val-scenes applies to detectors and segmenters; {args.checkpoint} classifies: drop it")
     loaded = from_checkpoint(args.checkpoint, args.weights)
     norm = (loaded.mean, loaded.std)
     prep = {"crop_pct": loaded.crop_pct, "interpolation": loaded.interpolation}
@@ -109,7 +116,7 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
     from ..training.loop import val_loader
     from ..training.tasks import load_dense
 
-    task, model, data = load_dense(ckpt, args.checkpoint, args.weights, args.data)
+    task, model, data = load_dense(ckpt, args.checkpoint, args.weights, args.data, val_scenes=args.val_scenes)
     model = model.to(device)
     loader = val_loader(data.val, task.eval_batch(args.batch_size), args.workers, Dist(), task.collate(data))
     result = task.evaluate(model, loader, len(data.classes), StepOptions(device), Dist())

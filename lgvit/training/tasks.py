@@ -242,12 +242,15 @@ def _check_dense_flags(cfg: TrainConfig) -> None:
         )
 
 
-def dense_config(ckpt: dict, data: str | None) -> TrainConfig:
-    """The TrainConfig a dense checkpoint was trained with (fields it lacks at their defaults), on `data` if given."""
+def dense_config(ckpt: dict, data: str | None, val_scenes: int | None = None) -> TrainConfig:
+    """The TrainConfig a dense checkpoint was trained with (fields it lacks at their defaults), on `data` and
+    with `val_scenes` validation scenes if given."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k in names}
+    cfg = TrainConfig(**saved)
     # pretrained=None: the checkpoint holds every weight, so its backbone's source file need not exist here
-    return dataclasses.replace(TrainConfig(**saved), data=data or saved.get("data"), resume=None, pretrained=None)
+    cfg = dataclasses.replace(cfg, data=data or saved.get("data"), resume=None, pretrained=None)
+    return cfg if val_scenes is None else dataclasses.replace(cfg, val_scenes=val_scenes)
 
 
 def is_dense(ckpt: dict) -> bool:
@@ -256,17 +259,18 @@ def is_dense(ckpt: dict) -> bool:
 
 
 def load_dense(
-    ckpt: dict, path: str, weights: str, data: str | None, with_val: bool = True
+    ckpt: dict, path: str, weights: str, data: str | None, with_val: bool = True, val_scenes: int | None = None
 ) -> tuple[DenseTask, nn.Module, DenseData]:
     """A dense checkpoint's task, model (in eval mode; `weights`: auto, model or ema) and data settings (the
     checkpoint's normalisation, size and classes), with the val split of `data` (or of the data it trained on)
-    if `with_val`, else none (`val` None)."""
+    if `with_val`, else none (`val` None). `val_scenes`: that many Fashion val scenes instead of the training's
+    (the first ones are the same scenes)."""
     if weights not in ("auto", "model", "ema"):
         raise ValueError(f"--weights must be auto, model or ema, not {weights!r}")
     kind = ckpt["best"].get("weights", "model") if weights == "auto" else weights
     if kind == "ema" and ckpt.get("ema") is None:
         raise ValueError(f"{path} has no EMA weights (trained with --ema-decay 0): use --weights model")
-    task, saved, classes = DenseTask(dense_config(ckpt, data)), ckpt["data"], list(ckpt["classes"])
+    task, saved, classes = DenseTask(dense_config(ckpt, data, val_scenes)), ckpt["data"], list(ckpt["classes"])
     val, root = None, str(task.cfg.data or DEFAULT_IDX_DIR)
     if with_val:
         found = task.data(train=False)
@@ -275,6 +279,8 @@ def load_dense(
                 f"{found.root} has classes {found.classes[:5]}... but {path} was trained on {classes[:5]}...: "
                 "evaluate on data with the same classes"
             )
+        if val_scenes is not None and found.kind != "scenes":
+            raise ValueError(f"--val-scenes sets how many Fashion scenes to score; {found.root} is a folder: drop it")
         val, root = found.val, found.root
     mean, std = tuple(saved["mean"]), tuple(saved["std"])
     settings = DenseData(None, val, classes, saved["kind"], root, mean, std, saved["img_size"], saved["in_chans"])
