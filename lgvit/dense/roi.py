@@ -1,12 +1,12 @@
 """RoIAlign for training the R-CNNs on the CPU: torchvision's `roi_align` as two matrix products per image.
 
 torchvision's CPU `roi_align` backward scatters each sample into the gradient one value at a time, on one
-thread: it was 37% of a Faster R-CNN training step on the Fashion scenes (docs/dense.md, "RoIAlign"). Bilinear
-sampling is separable, so pooling a RoI is `My @ X @ Mx^T`, with `My` (out_h, H) and `Mx` (out_w, W) holding
-each bin's averaged sampling weights along one axis; autograd then back-propagates two GEMMs. Its cost grows
-with the whole map (H x W) rather than with the samples, so it is used only where it pays: on the CPU, for maps
-of at most `DENSE_MAX_CELLS` cells, with gradients on. Elsewhere (inference, export, CUDA, large maps) this is
-torchvision's own op. The two agree up to float rounding (tests/test_dense.py).
+thread: it was 37% of a Faster R-CNN training step on the Fashion scenes (docs/dense.md, "RoIAlign as two
+matrix products"). Bilinear sampling is separable, so pooling a RoI is `My @ X @ Mx^T`, with `My` (out_h, H) and
+`Mx` (out_w, W) holding each bin's averaged sampling weights along one axis; autograd then back-propagates two
+GEMMs. Its cost grows with the whole map (H x W) rather than with the samples, so it is used only where it
+pays: on the CPU, for maps of at most `DENSE_MAX_CELLS` cells, with gradients on. Elsewhere (inference, export,
+CUDA, large maps) this is torchvision's own op. The two agree up to float rounding (tests/test_dense.py).
 """
 
 import torch

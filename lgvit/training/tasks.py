@@ -247,10 +247,11 @@ def dense_config(ckpt: dict, data: str | None, val_scenes: int | None = None) ->
     with `val_scenes` validation scenes if given."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     saved = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k in names}
-    cfg = TrainConfig(**saved)
+    scenes = {} if val_scenes is None else {"val_scenes": val_scenes}
     # pretrained=None: the checkpoint holds every weight, so its backbone's source file need not exist here
-    cfg = dataclasses.replace(cfg, data=data or saved.get("data"), resume=None, pretrained=None)
-    return cfg if val_scenes is None else dataclasses.replace(cfg, val_scenes=val_scenes)
+    return dataclasses.replace(
+        TrainConfig(**saved), data=data or saved.get("data"), resume=None, pretrained=None, **scenes
+    )
 
 
 def is_dense(ckpt: dict) -> bool:
