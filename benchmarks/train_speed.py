@@ -20,11 +20,15 @@ Dense training on Fashion scenes built from the subset's garments (docs/dense.md
     python benchmarks/train_speed.py --baseline /tmp/lgvit-base --images 6000 --variant=--no-group-sizes \
         --extra "--task segment --backbone localvit_gcvit_fmnist --scene-size 128 --train-scenes 1024 \
         --val-scenes 64 --batch-size 8 --lr 1e-3 --fpn 64"
+
+`--ddp-variant FLAGS` trains a variant with two DDP processes of one thread each (`torchrun --nproc-per-node 2`;
+`--batch-size` is then per process), as docs/dense.md's detection target runs do.
 """
 
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -54,11 +58,21 @@ def write_subset(out: Path, images: int, test_images: int | None = None) -> Path
     return out
 
 
-def run_train(tree: Path, data: Path, out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
-    """One `lgvit train` process from `tree`; its epochs' training and validation seconds."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_train(tree: Path, data: Path, out: Path, args: argparse.Namespace, extra: list[str], procs: int = 1) -> dict:
+    """One `lgvit train` run from `tree` (`procs` > 1: that many DDP processes under torchrun, sharing
+    `--threads` between them); its epochs' training and validation seconds."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    cmd = [sys.executable, "-m", "lgvit", "train", "--data", str(data), "--output", str(out)]
-    cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads), *args.extra.split(), *extra]
+    launch = [sys.executable, "-m"]
+    if procs > 1:
+        launch += ["torch.distributed.run", f"--nproc-per-node={procs}", f"--master-port={free_port()}", "-m"]
+    cmd = [*launch, "lgvit", "train", "--data", str(data), "--output", str(out), "--epochs", str(args.epochs)]
+    cmd += ["--threads", str(max(1, args.threads // procs)), *args.extra.split(), *extra]
     start = time.perf_counter()
     # cwd: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
     subprocess.run(cmd, env=env, cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,13 +87,14 @@ def run_train(tree: Path, data: Path, out: Path, args: argparse.Namespace, extra
 
 
 def compare(args: argparse.Namespace, data: Path, work: Path) -> None:
-    variants = [("baseline", Path(args.baseline), []), ("this tree", ROOT, [])]
-    variants += [(f"this tree {flags}", ROOT, flags.split()) for flags in args.variant]
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+    variants = [("baseline", Path(args.baseline), [], 1), ("this tree", ROOT, [], 1)]
+    variants += [(f"this tree {flags}", ROOT, flags.split(), 1) for flags in args.variant]
+    variants += [(f"this tree, 2 DDP processes, {flags}", ROOT, flags.split(), 2) for flags in args.ddp_variant]
+    results: dict[str, list[dict]] = {name: [] for name, *_ in variants}
     for r in range(args.repeats):
-        for k, (name, tree, extra) in enumerate(variants):
+        for k, (name, tree, extra, procs) in enumerate(variants):
             seed = ["--seed", str(r)] if args.seeds else []
-            results[name].append(run_train(tree, data, work / f"run{r}_{k}", args, extra + seed))
+            results[name].append(run_train(tree, data, work / f"run{r}_{k}", args, extra + seed, procs))
             print(f"repeat {r + 1}, {name}: {results[name][-1]}", flush=True)
     med = {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in results.items()}
     base = med["baseline"]
@@ -165,6 +180,12 @@ def main() -> None:
     p.add_argument("--baseline", help="another lgvit checkout to compare with (e.g. a worktree of an older main)")
     p.add_argument("--profile", action="store_true", help="time the parts of one training step instead")
     p.add_argument("--variant", action="append", default=[], help="flags of an extra variant of this tree")
+    p.add_argument(
+        "--ddp-variant",
+        action="append",
+        default=[],
+        help="flags of an extra variant of this tree trained by 2 DDP processes (torchrun), sharing --threads",
+    )
     p.add_argument("--images", type=int, default=15360, help="training images of the subset")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
