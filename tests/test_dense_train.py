@@ -257,7 +257,29 @@ def test_mask_map_scores_the_masks_apart_from_the_boxes() -> None:
         "map50",
         "map75",
         "mar100",
+        "map50_agnostic",
+        "class_ap50",
     }
+
+
+def test_detection_metrics_give_each_class_its_ap_and_the_boxes_theirs() -> None:
+    """The true boxes with their labels score AP@.5 100 in each class of the ground truth (and no other); all
+    labelled as a class the scenes lack they score 0, in mAP@.5 and in each class, while the class-agnostic
+    mAP@.5 stays 100."""
+    scenes = FashionScenes(split="val", task="detect", num_scenes=6, config=SceneConfig(min_side=32, max_side=64))
+    items = [scenes[i] for i in range(len(scenes))]
+    batches = [(img[None], [t]) for img, t in items]
+    targets = [t for _, t in items]
+    present = sorted({int(k) for t in targets for k in t["labels"]})
+    assert 2 <= len(present) < 10, present  # some classes absent: they get no AP
+    right = evaluate_detection(_Oracle(targets), batches, torch.device("cpu"))
+    assert right["class_ap50"] == pytest.approx(dict.fromkeys(present, 100.0))
+    assert right["map50_agnostic"] == pytest.approx(100)
+    absent = min(set(range(1, 11)) - set(present))
+    moved = [dict(t, labels=torch.full_like(t["labels"], absent)) for t in targets]
+    wrong = evaluate_detection(_Oracle(moved), batches, torch.device("cpu"))
+    assert wrong["map50"] == 0 and wrong["map50_agnostic"] == pytest.approx(100)
+    assert wrong["class_ap50"] == dict.fromkeys(present, 0.0)  # each true class: only boxes of another class
 
 
 class _Painter(torch.nn.Module):
@@ -333,6 +355,10 @@ def test_coco_and_label_map_folders_train_and_evaluate_end_to_end(tmp_path: Path
     assert list(report["class_iou"]) == report["classes"] and len(report["classes"]) == 11  # the folder's: '0'-'10'
     assert list(report["class_iou"].values()) == pytest.approx(seg.best["class_iou"], abs=1e-6)
     assert "IoU per class (best weights)" in (seg.output / "summary.md").read_text()
+    report = json.loads((det.output / "eval" / "eval.json").read_text())  # AP@.5 per class, by name
+    by_name = {report["classes"][k]: v for k, v in det.best["class_ap50"].items()}
+    assert by_name and report["class_ap50"] == pytest.approx(by_name, abs=1e-6)
+    assert "AP@.5 per class (best weights) (the boxes whatever their class" in (det.output / "summary.md").read_text()
     assert "mask_map50" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", best, "--val-scenes", "4", "--output", str(seg.output / "e2")]) == 2
     assert "--val-scenes sets how many Fashion scenes to score" in capsys.readouterr().err
@@ -389,7 +415,8 @@ def test_two_process_dense_runs_sync_weights_and_evaluate_as_one_process(detecti
         alone = dense.evaluate(model, loader, 11, StepOptions(torch.device("cpu")), Dist())
         assert alone[dense.score] > 1, alone  # measured: mAP@.5 16-18 for the detector, mIoU 8 for the segmenter
         want = dict(r0[task]["metrics"])
-        assert alone.pop("class_iou", []) == pytest.approx(want.pop("class_iou", []), rel=1e-6, abs=1e-6), task
+        for key in ("class_iou", "class_ap50"):  # approx compares flat dicts: the per-class values apart
+            assert alone.pop(key, []) == pytest.approx(want.pop(key, []), rel=1e-6, abs=1e-6), task
         assert alone == pytest.approx(want, rel=1e-6, abs=1e-6), task
 
 

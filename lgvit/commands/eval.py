@@ -124,10 +124,14 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
         f"{args.checkpoint} ({task.name}, {task.cfg.detector if task.name == 'detect' else 'segmenter'}) on "
         f"{len(data.val)} images of {data.root}"
     )
-    print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if k != "class_iou"))
+    print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if not isinstance(v, list | dict)))
     if "class_iou" in result:
         result["class_iou"] = dict(zip(data.classes, result["class_iou"], strict=True))
-        print("IoU per class: " + ", ".join(f"{name} {v:.2f}" for name, v in result["class_iou"].items()))
+    if "class_ap50" in result:  # {label: AP} for the labels in the val set
+        result["class_ap50"] = {data.classes[k]: v for k, v in sorted(result["class_ap50"].items())}
+    for key, what in (("class_iou", "IoU"), ("class_ap50", "AP@.5")):
+        if key in result:
+            print(f"{what} per class: " + ", ".join(f"{name} {v:.2f}" for name, v in result[key].items()))
     out = Path(args.output or Path(args.checkpoint).parent)
     report = {"task": task.name, **result, "images": len(data.val), "data": data.root, "classes": data.classes}
     try:

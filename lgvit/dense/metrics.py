@@ -43,6 +43,31 @@ def _prediction(p: dict[str, torch.Tensor], masks: bool) -> dict[str, torch.Tens
     return out
 
 
+def _boxes(items: list[dict]) -> list[dict]:
+    """Predictions or targets without their masks."""
+    return [{k: d[k] for k in ("boxes", "scores", "labels") if k in d} for d in items]
+
+
+def _one_class(items: list[dict]) -> list[dict]:
+    """The same boxes, all labelled 1."""
+    return [dict(d, labels=torch.ones_like(d["labels"])) for d in items]
+
+
+def _gathered(metric, gather: Gather | None):
+    """`metric` with every process's per-image lists (under DDP), computed."""
+    if gather is not None:
+        for name, mine in metric.metric_state.items():
+            setattr(metric, name, [item for part in gather(mine) for item in part])
+    return metric.compute()
+
+
+def _class_ap50(result: dict) -> dict[int, float]:
+    """{label: AP@.5 (percent)} from a per-class metric's result, for the labels with ground truth (COCO gives
+    the others -1)."""
+    found = zip(result["classes"].reshape(-1).tolist(), result["map_per_class"].reshape(-1).tolist(), strict=True)
+    return {label: 100 * ap for label, ap in found if ap >= 0}
+
+
 @torch.no_grad()
 def evaluate_detection(
     model: nn.Module,
@@ -51,32 +76,42 @@ def evaluate_detection(
     autocast: Autocast = contextlib.nullcontext,
     masks: bool = False,
     gather: Gather | None = None,
-) -> dict[str, float]:
+) -> dict:
     """COCO box mAP@[.5:.95], mAP@.5, mAP@.75 and mAR@100 (percent) of a detector on (ImageBatch, TargetBatch);
     with `masks` (Mask R-CNN, targets with 'masks'), the same of the masks too (`MASK_METRICS`), each predicted
     mask cut at MASK_THRESHOLD as torchvision's COCO evaluation does. Under DDP, `gather` joins every process's
-    per-image lists (boxes, RLE masks, scores, labels, ground truth) before the result is computed."""
+    per-image lists (boxes, RLE masks, scores, labels, ground truth) before the result is computed.
+
+    Also 'map50_agnostic', the box mAP@.5 with every label made one (how well the boxes are found, whatever
+    their class), and 'class_ap50', each class's box AP@.5 ({label: AP} for the labels in the ground truth, as
+    mmdet's classwise table has it)."""
+    tm = _torchmetrics().detection
     iou_type = ("bbox", "segm") if masks else "bbox"
-    metric = _torchmetrics().detection.MeanAveragePrecision(
-        iou_type=iou_type, backend="pycocotools", sync_on_compute=False
-    )
+    metric = tm.MeanAveragePrecision(iou_type=iou_type, backend="pycocotools", sync_on_compute=False)
+    at50 = dict(iou_thresholds=[0.5], backend="pycocotools", sync_on_compute=False)
+    agnostic = tm.MeanAveragePrecision(**at50)
+    per_class = tm.MeanAveragePrecision(class_metrics=True, **at50)
     model.eval()
     for images, targets in loader:
         with autocast():
             preds = model(list(images.to(device)))
         if masks and any("masks" not in t for t in targets):
             raise ValueError("mask mAP needs targets with 'masks': build the data with masks (Mask R-CNN's)")
-        metric.update([_prediction(p, masks) for p in preds], targets)
-    if gather is not None:
-        for name, mine in metric.metric_state.items():
-            setattr(metric, name, [item for part in gather(mine) for item in part])
-    result = metric.compute()
+        preds = [_prediction(p, masks) for p in preds]
+        metric.update(preds, targets)
+        found, true = _boxes(preds), _boxes(targets)
+        per_class.update(found, true)
+        agnostic.update(_one_class(found), _one_class(true))
+    result = _gathered(metric, gather)
     prefixes = (("", "bbox_"), ("mask_", "segm_")) if masks else (("", ""),)
-    return {  # COCO's -1 (no boxes at all) is 0
+    out = {  # COCO's -1 (no boxes at all) is 0
         f"{ours}{k}": 100 * max(float(result[f"{theirs}{v}"]), 0.0)
         for ours, theirs in prefixes
         for k, v in _COCO_NAMES.items()
     }
+    out["map50_agnostic"] = 100 * max(float(_gathered(agnostic, gather)["map"]), 0.0)
+    out["class_ap50"] = _class_ap50(_gathered(per_class, gather))
+    return out
 
 
 @torch.no_grad()

@@ -101,13 +101,18 @@ def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
     return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
 
 
-def class_iou_table(result: dict, classes: list[str]) -> list[str]:
-    """A segmenter's per-class IoU (`result['class_iou']`) as summary.md lines; none for a detector."""
-    if "class_iou" not in result:
+def class_table(result: dict, classes: list[str]) -> list[str]:
+    """A segmenter's per-class IoU (`result['class_iou']`) or a detector's per-class AP@.5 (`'class_ap50'`, with
+    its class-agnostic mAP@.5) as summary.md lines."""
+    if "class_iou" in result:  # a head wider than the classes: its extra outputs have no pixels
+        pairs, head, note = zip(classes, result["class_iou"][: len(classes)], strict=True), "IoU", ""
+    elif "class_ap50" in result:  # {label: AP} for the labels in the val set
+        pairs, head = ((classes[k], v) for k, v in sorted(result["class_ap50"].items())), "AP@.5"
+        note = f" (the boxes whatever their class: mAP@.5 {result['map50_agnostic']:.2f})"
+    else:
         return []
-    values = result["class_iou"][: len(classes)]  # a head wider than the classes: its extra outputs have no pixels
-    rows = [f"| {name} | {v:.2f} |" for name, v in zip(classes, values, strict=True)]
-    return ["IoU per class (best weights):", "", "| class | IoU (%) |", "|---|---|", *rows, ""]
+    rows = [f"| {name} | {v:.2f} |" for name, v in pairs]
+    return [f"{head} per class (best weights){note}:", "", f"| class | {head} (%) |", "|---|---|", *rows, ""]
 
 
 def dense_report(
@@ -146,7 +151,7 @@ def dense_report(
         "",
         "![predictions](predictions.png)",
         "",
-        *class_iou_table(best, data.classes),
+        *class_table(best, data.classes),
         "## Command",
         "",
         "```",

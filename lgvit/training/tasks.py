@@ -196,8 +196,9 @@ class DenseTask(Task):
             return segmentation_loss(model, x, y)
         return detection_loss(model, x, y), torch.zeros(())
 
-    def evaluate(self, model: nn.Module, loader, num_classes: int, opts: StepOptions, d: Dist) -> dict[str, float]:
-        """The task's metrics (engine.evaluate's signature); torchmetrics sums the processes' shards."""
+    def evaluate(self, model: nn.Module, loader, num_classes: int, opts: StepOptions, d: Dist) -> dict:
+        """The task's metrics (engine.evaluate's signature) and its per-class lists (a segmenter's 'class_iou', a
+        detector's 'class_ap50'); torchmetrics sums the processes' shards."""
         amp = partial(autocast, opts)
         if self.name == "segment":
             return evaluate_segmentation(model, loader, num_classes, opts.device, amp)
