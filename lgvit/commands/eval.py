@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
     """A detector's or segmenter's metrics on the val split (printed), then eval.json and eval_predictions.png."""
     from ..files import atomic_write_text
-    from ..training.dense_report import write_predictions
+    from ..training.dense_report import per_class, write_predictions
     from ..training.distributed import Dist
     from ..training.engine import StepOptions
     from ..training.loop import val_loader
@@ -125,13 +125,11 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
         f"{len(data.val)} images of {data.root}"
     )
     print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if not isinstance(v, list | dict)))
-    if "class_iou" in result:
-        result["class_iou"] = dict(zip(data.classes, result["class_iou"], strict=True))
-    if "class_ap50" in result:  # {label: AP} for the labels in the val set
-        result["class_ap50"] = {data.classes[k]: v for k, v in sorted(result["class_ap50"].items())}
-    for key, what in (("class_iou", "IoU"), ("class_ap50", "AP@.5")):
-        if key in result:
-            print(f"{what} per class: " + ", ".join(f"{name} {v:.2f}" for name, v in result[key].items()))
+    found = per_class(result, data.classes)
+    if found is not None:  # eval.json keeps them by class name
+        what, values = found
+        result["class_iou" if what == "IoU" else "class_ap50"] = values
+        print(f"{what} per class: " + ", ".join(f"{name} {v:.2f}" for name, v in values.items()))
     out = Path(args.output or Path(args.checkpoint).parent)
     report = {"task": task.name, **result, "images": len(data.val), "data": data.root, "classes": data.classes}
     try:

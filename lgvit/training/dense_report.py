@@ -101,17 +101,24 @@ def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
     return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
 
 
-def class_table(result: dict, classes: list[str]) -> list[str]:
-    """A segmenter's per-class IoU (`result['class_iou']`) or a detector's per-class AP@.5 (`'class_ap50'`, with
-    its class-agnostic mAP@.5) as summary.md lines."""
+def per_class(result: dict, classes: list[str]) -> tuple[str, dict[str, float]] | None:
+    """('IoU', {class: IoU}) of a segmenter's result, ('AP@.5', {class: AP}) of a detector's (the classes in
+    the val set), or None."""
     if "class_iou" in result:  # a head wider than the classes: its extra outputs have no pixels
-        pairs, head, note = zip(classes, result["class_iou"][: len(classes)], strict=True), "IoU", ""
-    elif "class_ap50" in result:  # {label: AP} for the labels in the val set
-        pairs, head = ((classes[k], v) for k, v in sorted(result["class_ap50"].items())), "AP@.5"
-        note = f" (the boxes whatever their class: mAP@.5 {result['map50_agnostic']:.2f})"
-    else:
+        return "IoU", dict(zip(classes, result["class_iou"][: len(classes)], strict=True))
+    if "class_ap50" in result:  # {label: AP} for the labels in the val set
+        return "AP@.5", {classes[k]: v for k, v in sorted(result["class_ap50"].items())}
+    return None
+
+
+def class_table(result: dict, classes: list[str]) -> list[str]:
+    """`per_class(result, classes)` as summary.md lines, with a detector's class-agnostic mAP@.5."""
+    found = per_class(result, classes)
+    if found is None:
         return []
-    rows = [f"| {name} | {v:.2f} |" for name, v in pairs]
+    head, values = found
+    note = f" (the boxes whatever their class: mAP@.5 {result['map50_agnostic']:.2f})" if head == "AP@.5" else ""
+    rows = [f"| {name} | {v:.2f} |" for name, v in values.items()]
     return [f"{head} per class (best weights){note}:", "", f"| class | {head} (%) |", "|---|---|", *rows, ""]
 
 
