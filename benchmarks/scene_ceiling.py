@@ -22,16 +22,22 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchvision.ops import box_iou
 
-from lgvit.training.checkpoint import load_checkpoint
+from lgvit.training.checkpoint import CheckpointError, load_checkpoint
 from lgvit.training.tasks import load_dense
 
 
-def load(path: str, scenes: int, scene_size: int | None):
-    """(model in eval mode, its val scenes, its normalisation (mean, std) as (C, 1, 1) tensors)."""
-    ckpt = load_checkpoint(path)
-    if scene_size is not None:
-        ckpt["train_config"]["scene_size"] = scene_size
-    _, model, data = load_dense(ckpt, path, "auto", None, val_scenes=scenes)
+def load(flag: str, path: str, task: str, scenes: int, scene_size: int | None):
+    """(model in eval mode, its val scenes, its normalisation (mean, std) as (C, 1, 1) tensors), from a `task`
+    checkpoint on Fashion scenes; any other file ends the run with what is wrong with it."""
+    try:
+        ckpt = load_checkpoint(path)
+        if (ckpt.get("train_config") or {}).get("task") != task:
+            raise ValueError(f"not an `lgvit train --task {task}` checkpoint")
+        if scene_size is not None:
+            ckpt["train_config"]["scene_size"] = scene_size
+        _, model, data = load_dense(ckpt, path, "auto", None, val_scenes=scenes)
+    except (OSError, ValueError, CheckpointError) as e:  # missing, unreadable, another task, or folder data
+        raise SystemExit(f"{flag} {path}: {e}") from None
     mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (data.mean, data.std))
     return model, data, (mean, std)
 
@@ -73,8 +79,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    det, data, _ = load(args.detector, args.scenes, args.scene_size)
-    seg = load(args.segmenter, args.scenes, args.scene_size) if args.segmenter else None
+    if args.scenes < 1:
+        raise SystemExit(f"--scenes must be at least 1, not {args.scenes}")
+    det, data, _ = load("--detector", args.detector, "detect", args.scenes, args.scene_size)
+    seg = load("--segmenter", args.segmenter, "segment", args.scenes, args.scene_size) if args.segmenter else None
     models = ("detector", "segmenter") if seg else ("detector",)
     right = Counter()  # (model, 'scene' | 'visible', alone?) -> garments named right; ('n', alone?) -> garments
     miou = {k: MulticlassJaccardIndex(11, average=None) for k in ("detector", "segmenter", "segmenter's own map")}
