@@ -14,7 +14,9 @@ and COCO images of about 500 px: 3% of the side, 2 px on a 56 px canvas). Method
   the last such block of stage s, averaged over heads and query slots (the attention each position receives);
 - `Grad-CAM, LAYER` / `Layer-CAM, LAYER` (with `--layer LAYER`, GC ViT family only): Grad-CAM / Layer-CAM of
   the true class on the output of that module, e.g. `stem.down.norm1` (stride 2); GC ViT's stride-2 steps are
-  3x3 convs padded by 1, so a map of stride r centres cell i on pixel r*i;
+  3x3 convs padded by 1, so a map of stride r centres cell i on pixel r*i; with `--other-class`, the same of
+  the next class, (true + 1) mod classes: a map that explains the class, not the image, should point off the
+  garment or less sharply at it;
 - `random`: a uniformly random point (the chance level: box area / canvas area).
 
     python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
@@ -24,6 +26,7 @@ and COCO images of about 500 px: 3% of the side, 2 px on a 56 px canvas). Method
 """
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import torch
@@ -75,8 +78,12 @@ def _label(model: torch.nn.Module, name: str) -> str:
     return f"{'local ' if hasattr(model.stages[0], 'global_block') else ''}attention, stage {stage}"
 
 
-def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> Maps:
-    """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win."""
+def method_maps(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str], other_class: bool = False
+) -> Maps:
+    """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win.
+    With `other_class`, each `layers` CAM also for the next class, (y + 1) mod classes (a sanity check: a map
+    that explains the class should move, or fade, when asked about a class that is not there)."""
     size = tuple(x.shape[-2:])
 
     def cells(stage: int) -> tuple[int, tuple[float, float]]:
@@ -88,10 +95,13 @@ def method_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, layers
     for stage in range(len(model.feature_info)):
         out[f"Grad-CAM, stage {stage}"] = (grad_cam(model, x, y, stage)[0], *cells(stage))
         out[f"Layer-CAM, stage {stage}"] = (layer_cam(model, x, y, stage)[0], *cells(stage))
+    targets = [("", y)] + ([(", another class", (y + 1) % model.num_classes)] if other_class else [])
     for layer in layers:
         for method, cam_of in (("Grad-CAM", grad_cam), ("Layer-CAM", layer_cam)):
-            cam = cam_of(model, x, y, layer=layer)[0]  # (B, h, w)
-            out[f"{method}, {layer}"] = (cam, -(-size[0] // cam.shape[1]), (0.0, 0.0))  # GC ViT: cell i on r*i
+            for suffix, target in targets:
+                cam = cam_of(model, x, target, layer=layer)[0]  # (B, h, w)
+                stride = -(-size[0] // cam.shape[1])
+                out[f"{method}, {layer}{suffix}"] = (cam, stride, (0.0, 0.0))  # GC ViT: cell i on r*i
     out["random"] = (torch.rand(x.shape[0], *size), 1, (0.0, 0.0))
     return out
 
@@ -112,7 +122,7 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, list[float]]:
     for i in range(0, len(images), 50):
         x = (images[i : i + 50].float() / 255 - mean) / std  # (b, 1, side, side)
         y = labels[i : i + 50]
-        maps = method_maps(model, x, y, args.layer)
+        maps = method_maps(model, x, y, args.layer, args.other_class)
         for k, (m, r, c) in maps.items():
             rows, cols = peak(m, (args.canvas, args.canvas), r, c)
             got = [int(pointing_hits(rows, cols, boxes[i : i + 50], t).sum()) for t in args.tolerance]
@@ -129,7 +139,9 @@ def play(checkpoint: str, args: argparse.Namespace) -> dict[str, list[float]]:
 def _figure(loaded: object, x: torch.Tensor, maps: Maps, box: torch.Tensor, path: Path) -> None:
     image = display_image(x[0], loaded.mean, loaded.std)
     side = tuple(x.shape[-2:])
-    panels = [(k, fit_to_image(m[0], side, r, c)) for k, (m, r, c) in maps.items() if k != "random"]
+    panels = [  # titles wrapped to the panel's width
+        (textwrap.fill(k, 18), fit_to_image(m[0], side, r, c)) for k, (m, r, c) in maps.items() if k != "random"
+    ]
     title = f"box: rows {box[0]}-{box[2]}\ncols {box[1]}-{box[3]}"
     panels_figure(image, title, [("", panels)], path)
 
@@ -154,6 +166,11 @@ def main() -> None:
         action="append",
         default=[],
         help="also Grad-CAM and Layer-CAM on this module's output (GC ViT; repeatable)",
+    )
+    p.add_argument(
+        "--other-class",
+        action="store_true",
+        help="also each --layer CAM of the next class, (true + 1) mod classes: is the map class-blind?",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
