@@ -15,8 +15,8 @@ and COCO images of about 500 px: 3% of the side, 2 px on a 56 px canvas). Method
 - `Grad-CAM, LAYER` / `Layer-CAM, LAYER` (with `--layer LAYER`, GC ViT family only): Grad-CAM / Layer-CAM of
   the true class on the output of that module, e.g. `stem.down.norm1` (stride 2); GC ViT's stride-2 steps are
   3x3 convs padded by 1, so a map of stride r centres cell i on pixel r*i; with `--other-class`, the same of
-  the next class, (true + 1) mod classes: a map that explains the class, not the image, should point off the
-  garment or less sharply at it;
+  the next class, (true + 1) mod classes: a map that explains the class, not the image, should then point off
+  the garment more often;
 - `random`: a uniformly random point (the chance level: box area / canvas area).
 
     python benchmarks/pointing_game.py --make-data data/fashion-canvas-56 --canvas 56 --train-images 15000
@@ -83,7 +83,7 @@ def method_maps(
 ) -> Maps:
     """Every method's (B, h, w) map of the batch `x` (true labels `y`) with its stride; later blocks of a kind win.
     With `other_class`, each `layers` CAM also for the next class, (y + 1) mod classes (a sanity check: a map
-    that explains the class should move, or fade, when asked about a class that is not there)."""
+    that explains the class should point elsewhere when asked about a class that is not there)."""
     size = tuple(x.shape[-2:])
 
     def cells(stage: int) -> tuple[int, tuple[float, float]]:
@@ -175,6 +175,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", default=None, help="folder for one example figure per checkpoint")
     args = p.parse_args()
+    if args.other_class and not args.layer:
+        p.error("--other-class scores the --layer maps: add --layer NAME (e.g. --layer stem.conv1)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the random baseline
     if args.make_data:
