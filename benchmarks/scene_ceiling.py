@@ -8,11 +8,12 @@ For each ground-truth garment of N val scenes (each scene scored alone, as `lgvi
 - each is asked twice: in the scene, and on the same image with every pixel but the garment's visible ones made
   black, so that the difference is what the other garments cost (interference), and what is lost on the
   garment's own visible pixels is occlusion and the model;
-- the detector's labels, painted on the true instance masks (in score order, the highest on top), give the
-  semantic mIoU a model that names garments as this detector does would reach with perfect masks.
+- each model's labels, painted on the true (visible) masks, give the semantic mIoU a model that names garments
+  as it does would reach with perfect outlines; next to it, the segmenter's own map's mIoU. The segmenter is
+  scored on the detector's scenes (the same when both trained with the same `--seed` and `--scene-size`).
 
     python benchmarks/scene_ceiling.py --detector runs/det_scene84_125k_66k_ddp/best.pt \
-        --segmenter runs/seg_scene84_68k_grouped/best.pt --scenes 500 [--scene-size 192]
+        --segmenter runs/seg_scene84_125k_85k_ddp/best.pt --scenes 500 [--scene-size 192]
 """
 
 import argparse
@@ -85,7 +86,8 @@ def main() -> None:
     seg = load("--segmenter", args.segmenter, "segment", args.scenes, args.scene_size) if args.segmenter else None
     models = ("detector", "segmenter") if seg else ("detector",)
     right = Counter()  # (model, 'scene' | 'visible', alone?) -> garments named right; ('n', alone?) -> garments
-    miou = {k: MulticlassJaccardIndex(11, average=None) for k in ("detector", "segmenter", "segmenter's own map")}
+    classes = len(data.classes)  # background included
+    miou = {k: MulticlassJaccardIndex(classes, average=None) for k in ("detector", "segmenter", "segmenter's own map")}
     with torch.no_grad():
         for i in range(args.scenes):
             image, target = data.val[i]  # (C, H, W) in [0, 1]; boxes, labels, masks
@@ -108,15 +110,16 @@ def main() -> None:
                     right["segmenter", "visible", alone] += (
                         segmenter_labels(seg[0], only, m[None], seg[2])[0] == truth[g : g + 1]
                     )
-    n_alone, n_among = right["n", True], right["n", False]
-    print(f"{args.scenes} val scenes: {n_alone} garments alone in their scene, {n_among} among others\n")
+    n_alone, n_among = max(right["n", True], 1), max(right["n", False], 1)  # no garments: 0% rather than 0 / 0
+    alone, among = right["n", True], right["n", False]
+    print(f"{args.scenes} val scenes: {alone} garments alone in their scene, {among} among others\n")
     print(
         "| model | named right: alone in its scene | among others, in the scene | among others, on its visible "
         "pixels only | mIoU of its labels on the true masks |"
     )
     print("|---|---|---|---|---|")
     for model in models:
-        cells = [100 * right[model, "scene", True] / max(n_alone, 1), 100 * right[model, "scene", False] / n_among]
+        cells = [100 * right[model, "scene", True] / n_alone, 100 * right[model, "scene", False] / n_among]
         cells += [100 * right[model, "visible", False] / n_among, 100 * float(miou[model].compute().mean())]
         print(f"| {model} | " + " | ".join(f"{c:.1f}%" for c in cells[:3]) + f" | {cells[3]:.2f} |")
     for name in ("detector", "segmenter's own map") if seg else ("detector",):
