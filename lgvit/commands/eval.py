@@ -127,8 +127,8 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
     print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if not isinstance(v, list | dict)))
     found = per_class(result, data.classes)
     if found is not None:  # eval.json keeps them by class name
-        what, values = found
-        result["class_iou" if what == "IoU" else "class_ap50"] = values
+        key, what, values = found
+        result[key] = values
         print(f"{what} per class: " + ", ".join(f"{name} {v:.2f}" for name, v in values.items()))
     out = Path(args.output or Path(args.checkpoint).parent)
     report = {"task": task.name, **result, "images": len(data.val), "data": data.root, "classes": data.classes}

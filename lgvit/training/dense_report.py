@@ -101,13 +101,13 @@ def _metric_lines(row: dict, metrics: tuple[str, ...], prefix: str) -> str:
     return ", ".join(f"{_NAMES[k]} {row[f'{prefix}_{k}']:.2f}" for k in metrics if f"{prefix}_{k}" in row)
 
 
-def per_class(result: dict, classes: list[str]) -> tuple[str, dict[str, float]] | None:
-    """('IoU', {class: IoU}) of a segmenter's result, ('AP@.5', {class: AP}) of a detector's (the classes in
-    the val set), or None."""
+def per_class(result: dict, classes: list[str]) -> tuple[str, str, dict[str, float]] | None:
+    """(result key, metric name, {class: value}): ('class_iou', 'IoU', ...) of a segmenter's result,
+    ('class_ap50', 'AP@.5', ...) of a detector's (the classes in the val set), or None."""
     if "class_iou" in result:  # a head wider than the classes: its extra outputs have no pixels
-        return "IoU", dict(zip(classes, result["class_iou"][: len(classes)], strict=True))
+        return "class_iou", "IoU", dict(zip(classes, result["class_iou"][: len(classes)], strict=True))
     if "class_ap50" in result:  # {label: AP} for the labels in the val set
-        return "AP@.5", {classes[k]: v for k, v in sorted(result["class_ap50"].items())}
+        return "class_ap50", "AP@.5", {classes[k]: v for k, v in sorted(result["class_ap50"].items())}
     return None
 
 
@@ -116,7 +116,7 @@ def class_table(result: dict, classes: list[str]) -> list[str]:
     found = per_class(result, classes)
     if found is None:
         return []
-    head, values = found
+    _, head, values = found
     note = f" (the boxes whatever their class: mAP@.5 {result['map50_agnostic']:.2f})" if head == "AP@.5" else ""
     rows = [f"| {name} | {v:.2f} |" for name, v in values.items()]
     return [f"{head} per class (best weights){note}:", "", f"| class | {head} (%) |", "|---|---|", *rows, ""]
