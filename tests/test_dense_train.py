@@ -118,6 +118,8 @@ def test_eval_of_the_best_detection_checkpoint_gives_its_metrics(detection_run, 
     assert wider["images"] == 24 and wider["map50"] != report["map50"]
     assert main(["eval", "--checkpoint", ckpt, "--val-scenes", "0"]) == 2
     assert "--val-scenes must be at least 1, not 0" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", ckpt, "--output", str(tmp_path / "det.onnx")]) == 2  # classifiers only
+    assert "is a detect checkpoint (`lgvit train --task detect`), not a classifier" in capsys.readouterr().err
     scene = tmp_path / "scene.png"
     image, target = FashionScenes(split="val", config=SceneConfig(min_side=32, max_side=64))[0]
     Image.fromarray((image[0] * 255).round().byte().numpy()).save(scene)

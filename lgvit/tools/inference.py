@@ -27,6 +27,7 @@ from ..data import (
 from ..factory import create_model
 from ..registry import get_spec
 from ..training.checkpoint import load_checkpoint
+from ..training.tasks import is_dense
 
 WEIGHTS = ("auto", "model", "ema")
 
@@ -86,6 +87,12 @@ def from_checkpoint(path: str, weights: str = "auto") -> Loaded:
     so `lgvit.data.transform_for(model)` prepares images as `lgvit eval` does for that checkpoint.
     """
     ckpt = load_checkpoint(path)
+    if is_dense(ckpt):  # lgvit eval and predict take these before coming here
+        task = ckpt["train_config"]["task"]
+        raise CheckpointError(
+            f"{path} is a {task} checkpoint (`lgvit train --task {task}`), not a classifier: score it with "
+            "`lgvit eval` and run it with `lgvit predict`"
+        )
     if weights not in WEIGHTS:
         raise ValueError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
     kind = ckpt["best"].get("weights", "model") if weights == "auto" else weights
