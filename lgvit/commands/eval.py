@@ -120,10 +120,8 @@ def _run_dense(args: argparse.Namespace, ckpt: dict, device) -> int:
     model = model.to(device)
     loader = val_loader(data.val, task.eval_batch(args.batch_size), args.workers, Dist(), task.collate(data))
     result = task.evaluate(model, loader, len(data.classes), StepOptions(device), Dist())
-    print(
-        f"{args.checkpoint} ({task.name}, {task.cfg.detector if task.name == 'detect' else 'segmenter'}) on "
-        f"{len(data.val)} images of {data.root}"
-    )
+    kind = task.cfg.detector if task.name == "detect" else f"{task.cfg.seg_head} segmenter"
+    print(f"{args.checkpoint} ({task.name}, {kind}) on {len(data.val)} images of {data.root}")
     print("  ".join(f"{k} {v:.2f}" for k, v in result.items() if not isinstance(v, list | dict)))
     found = per_class(result, data.classes)
     if found is not None:  # eval.json keeps them by class name

@@ -19,7 +19,7 @@ from torchvision.ops import masks_to_boxes
 
 from .idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, SPLITS, load_idx_split
 
-TASKS = ("detect", "segment")
+TASKS = ("detect", "segment", "panoptic")
 SCENE_CLASSES = ("background", *FASHION_MNIST_CLASSES)  # detection labels and label-map values index this
 _TRIES = 10  # placements drawn per garment before it is left out
 
@@ -76,7 +76,9 @@ class FashionScenes(Dataset):
         root: a Fashion-MNIST IDX folder (default: Debian's dataset-fashion-mnist).
         split: 'train' (garments of the train file) or 'val' (garments of the t10k file).
         task: 'detect' gives (image, {'boxes': (N, 4) xyxy float, 'labels': (N,) int64 in 1..10, 'masks':
-            (N, H, W) bool}); 'segment' gives (image, (H, W) int64 map: 0 background, 1..10 the classes).
+            (N, H, W) bool}); 'segment' gives (image, (H, W) int64 map: 0 background, 1..10 the classes);
+            'panoptic' gives (image, {'semantic': that map, 'instances': (H, W) int64, -1 on the background, else
+            the index of the garment seen there, in paste order}).
         seed: scene i is a pure function of (seed, split, i).
         num_scenes: the dataset's length (default 10,000 train, 1,000 val scenes).
         config: how scenes are drawn (`SceneConfig`).
@@ -96,7 +98,7 @@ class FashionScenes(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not a scene split: use 'train' or 'val'")
         if task not in TASKS:
-            raise ValueError(f"task={task!r} is not a scene task: use 'detect' or 'segment'")
+            raise ValueError(f"task={task!r} is not a scene task: use one of {', '.join(TASKS)}")
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans={in_chans!r}: scenes come as 1 (gray) or 3 (gray repeated) channels")
         num_scenes = (10_000 if split == "train" else 1_000) if num_scenes is None else num_scenes
@@ -175,9 +177,10 @@ class FashionScenes(Dataset):
         canvas, owner, placements = self.compose(index)
         image = (canvas / 255).expand(self.in_chans, -1, -1).contiguous()  # (C, H, W)
         labels = torch.tensor([p.label + 1 for p in placements], dtype=torch.int64)
-        if self.task == "segment":
+        if self.task != "detect":
             lookup = torch.cat([torch.zeros(1, dtype=torch.int64), labels])
-            return image, lookup[owner + 1]  # (H, W): 0 background, else the garment's class + 1
+            semantic = lookup[owner + 1]  # (H, W): 0 background, else the garment's class + 1
+            return image, semantic if self.task == "segment" else {"semantic": semantic, "instances": owner}
         masks = owner[None] == torch.arange(len(placements))[:, None, None]  # (N, H, W)
         return image, {"boxes": _mask_boxes(masks), "labels": labels, "masks": masks}
 

@@ -10,6 +10,7 @@ from typing import get_args, get_type_hints
 
 from ..data.transforms import AUGMENTS, AugmentConfig
 from ..dense.detection import DETECTORS
+from ..dense.segmenter import HEADS
 from .distributed import DEVICE_HELP
 
 TASKS = ("classify", "detect", "segment")  # lgvit.training.tasks runs each through the loop
@@ -79,6 +80,12 @@ class TrainConfig:
     task: str = _opt("classify", "what to train: an image classifier, a detector or a segmenter", choices=TASKS)
     detector: str = _opt("fasterrcnn", "with --task detect: torchvision's detector on the backbone", choices=DETECTORS)
     fpn: int = _opt(128, "with --task detect/segment: the FPN's width (the segmentation head's too)")
+    seg_head: str = _opt(
+        "fpn",
+        "with --task segment: Semantic-FPN (fpn), or with Panoptic-DeepLab's instance centres and offsets (panoptic:"
+        " each predicted object's pixels take one class; needs instances, as the Fashion scenes have)",
+        choices=HEADS,
+    )
     backbone_lr_mult: float = _opt(
         1.0,
         "with --task detect/segment: the backbone's stages learn at --lr times this (the FPN and heads at --lr;"
@@ -146,6 +153,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr must be positive, got {cfg.lr}")
     if not (0 < cfg.backbone_lr_mult < math.inf):
         raise ValueError(f"--backbone-lr-mult must be a positive number, got {cfg.backbone_lr_mult}")
+    if cfg.seg_head != "fpn" and cfg.task != "segment":
+        raise ValueError(f"--seg-head chooses a segmenter's head: drop it for --task {cfg.task}")
     if cfg.backbone_lr_mult != 1 and cfg.task == "classify":
         raise ValueError(
             "--backbone-lr-mult is for --task detect/segment (the stages under an FPN and a head): drop it, "

@@ -136,7 +136,8 @@ def dense_report(
     cfg, last = task.cfg, history[-1]
     plot_dense_curves(history, task.metrics, out / "curves.png")
     write_predictions(task, model, data, device, out / "predictions.png")
-    what = f"{cfg.detector} detector" if task.name == "detect" else "Semantic-FPN segmenter"
+    heads = {"fpn": "Semantic-FPN segmenter", "panoptic": "Semantic-FPN segmenter with Panoptic-DeepLab's grouping"}
+    what = f"{cfg.detector} detector" if task.name == "detect" else heads[cfg.seg_head]
     minutes = sum(r["epoch_seconds"] for r in history) / 60, sum(r.get("val_seconds", 0.0) for r in history) / 60
     ema = f"; EMA: {_metric_lines(last, task.metrics, 'ema')}" if f"ema_{task.score}" in last else ""
     lines = [

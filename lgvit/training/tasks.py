@@ -111,6 +111,11 @@ class DenseTask(Task):
         return batch_size if self.name == "detect" else 1
 
     @property
+    def panoptic(self) -> bool:
+        """Whether the segmenter has the instance head: its train data carries instance maps."""
+        return self.name == "segment" and self.cfg.seg_head == "panoptic"
+
+    @property
     def masks(self) -> bool:
         """Whether the detector segments too (Mask R-CNN): its data carries masks and it is scored on them."""
         return self.cfg.detector == "maskrcnn"
@@ -127,12 +132,14 @@ class DenseTask(Task):
     def _scenes(self, root: Path, train: bool) -> DenseData:
         cfg, chans = self.cfg, self.cfg.in_chans or 1
         scenes = SceneConfig(min_side=max(28, cfg.scene_size // 2), max_side=cfg.scene_size)
-        args = dict(root=root, task=self.name, seed=cfg.seed, config=scenes, in_chans=chans)
-        val = FashionScenes(split="val", num_scenes=cfg.val_scenes, **args)
-        first = FashionScenes(split="train", num_scenes=_STATS_SCENES, **args)
+        args = dict(root=root, seed=cfg.seed, config=scenes, in_chans=chans)
+        val = FashionScenes(split="val", task=self.name, num_scenes=cfg.val_scenes, **args)
+        first = FashionScenes(split="train", task=self.name, num_scenes=_STATS_SCENES, **args)
         pixels = torch.cat([first[i][0].flatten() for i in range(_STATS_SCENES)])
         mean, std = (round(pixels.mean().item(), 4),) * chans, (round(pixels.std().item(), 4),) * chans
-        train_ds = FashionScenes(split="train", num_scenes=cfg.train_scenes, **args) if train else None
+        # a panoptic head trains on the instances too; it is validated on the label maps alone
+        task = "panoptic" if self.panoptic else self.name
+        train_ds = FashionScenes(split="train", task=task, num_scenes=cfg.train_scenes, **args) if train else None
         size = cfg.img_size or cfg.scene_size
         return DenseData(train_ds, val, list(val.classes), "scenes", str(root), mean, std, size, chans)
 
@@ -156,6 +163,11 @@ class DenseTask(Task):
         else:
             if cfg.num_classes is None:
                 raise ValueError("label maps do not say how many classes they have: pass --num-classes N")
+            if self.panoptic and train:
+                raise ValueError(
+                    f"--seg-head panoptic learns from instances, and the label maps of {root} have none: "
+                    "use --seg-head fpn (or the Fashion scenes)"
+                )
             val = LabelMapFolder(root / "val", chans)
             train_ds = LabelMapFolder(root / "train", chans) if train else None
             classes = [str(i) for i in range(cfg.num_classes)]
@@ -173,6 +185,7 @@ class DenseTask(Task):
             return create_segmenter(
                 cfg.model,
                 num_classes,
+                head=cfg.seg_head,
                 pretrained=cfg.pretrained,
                 fpn=cfg.fpn,
                 head_channels=cfg.fpn,
@@ -218,7 +231,7 @@ class DenseTask(Task):
     def resume_mismatch(self, ckpt: dict) -> str | None:
         """Why `ckpt` cannot continue this run (another task or detector), or None."""
         old = {"group_sizes": False, **(ckpt.get("train_config") or {})}  # runs before --group-sizes: ungrouped
-        for key in ("task", "detector", "fpn", "backbone_lr_mult", "group_sizes"):
+        for key in ("task", "detector", "fpn", "seg_head", "backbone_lr_mult", "group_sizes"):
             saved = old.get(key, getattr(TrainConfig, key, None))
             if saved != getattr(self.cfg, key):
                 flag = key.replace("_", "-")
