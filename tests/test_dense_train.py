@@ -31,7 +31,7 @@ from lgvit.dense.backbone import body_parameters
 from lgvit.dense.metrics import MASK_METRICS, evaluate_detection, evaluate_segmentation
 from lgvit.dense.segmentation import IGNORE_INDEX
 from lgvit.training.checkpoint import load_checkpoint, seed_all
-from lgvit.training.config import TrainConfig, parse_model_kwargs
+from lgvit.training.config import TrainConfig, check_config, parse_model_kwargs
 from lgvit.training.distributed import Dist
 from lgvit.training.engine import StepOptions
 from lgvit.training.loop import train, val_loader
@@ -147,6 +147,38 @@ def test_a_short_segmentation_run_beats_the_untrained_segmenter(tmp_path: Path, 
     Image.fromarray((FashionScenes(split="val")[0][0][0] * 255).round().byte().numpy()).save(scene)
     assert main(["predict", str(scene), "--checkpoint", str(tmp_path / "best.pt")]) == 0
     assert "background" in capsys.readouterr().out and (tmp_path / "predict" / "scene_pred.png").is_file()
+
+
+def test_a_short_panoptic_run_trains_saves_and_reloads(tmp_path: Path) -> None:
+    """Two epochs of `lgvit train --task segment --seg-head panoptic` on tiny scenes lower the training loss; the
+    best checkpoint reloads as the same panoptic segmenter, scores what the run measured, and refuses to resume
+    as another head; the flag is refused for another task and for label maps, which have no instances."""
+    cfg = TrainConfig(
+        task="segment",
+        seg_head="panoptic",
+        output=str(tmp_path),
+        train_scenes=32,
+        epochs=2,
+        ema_decay=0.0,
+        **{**FAST, "val_scenes": 8},
+    )
+    result = train(cfg)
+    first, last = result.history
+    assert last["train_loss"] < first["train_loss"] and "val_miou" in last
+    task, model, data = load_dense(load_checkpoint(tmp_path / "best.pt"), str(tmp_path / "best.pt"), "auto", None)
+    assert model.instances is not None and task.panoptic
+    loader = val_loader(data.val, task.eval_batch(16), 0, Dist(), task.collate(data))
+    scored = task.evaluate(model, loader, 11, StepOptions(torch.device("cpu")), Dist())
+    assert scored["miou"] == pytest.approx(result.best["miou"], abs=1e-6)
+    with pytest.raises(ValueError, match="--seg-head panoptic, not fpn"):
+        train(replace(cfg, seg_head="fpn", resume="auto"))
+    with pytest.raises(ValueError, match="--seg-head chooses a segmenter's head: drop it for --task detect"):
+        check_config(replace(cfg, task="detect"))
+    for split in ("train", "val"):
+        (tmp_path / "maps" / split).mkdir(parents=True)
+    folder = replace(cfg, data=str(tmp_path / "maps"), num_classes=11)
+    with pytest.raises(ValueError, match="--seg-head panoptic learns from instances.*use --seg-head fpn"):
+        make_task(folder).data()
 
 
 def test_a_stopped_and_resumed_detection_run_equals_the_uninterrupted_one(tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 """The segmenter's Panoptic-DeepLab instance branch (`create_segmenter(head='panoptic')`, `--seg-head panoptic`):
-its targets, the grouping of pixels by predicted centres, the grouped output, and a short training run."""
-
-from dataclasses import replace
-from pathlib import Path
+its targets, the grouping of pixels by predicted centres and the grouped output (its training run is in
+test_dense_train.py)."""
 
 import pytest
 import torch
@@ -18,12 +16,6 @@ from lgvit.dense.segmentation import (
     segmentation_loss,
 )
 from lgvit.dense.segmenter import GROUP_WEIGHT, group_pixels, grouped_log_probs, instance_centers
-from lgvit.training.checkpoint import load_checkpoint
-from lgvit.training.config import TrainConfig, check_config
-from lgvit.training.distributed import Dist
-from lgvit.training.engine import StepOptions
-from lgvit.training.loop import train
-from lgvit.training.tasks import load_dense, make_task
 
 TINY = dict(embed_dim=16, depths=(1, 1, 1), num_heads=(1, 2, 4))
 
@@ -141,44 +133,3 @@ def test_panoptic_scenes_and_batches_carry_the_instances() -> None:
     loss, _ = segmentation_loss(model, images, batch)
     plain, _ = segmentation_loss(model, images, batch.maps)  # the same logits, cross-entropy alone
     assert torch.isfinite(loss) and loss > plain
-
-
-def test_a_short_panoptic_run_trains_saves_and_reloads(tmp_path: Path) -> None:
-    """Two epochs of `lgvit train --task segment --seg-head panoptic` on tiny scenes lower the training loss; the
-    best checkpoint reloads as the same panoptic segmenter, scores what the run measured, and refuses to resume
-    as another head."""
-    cfg = TrainConfig(
-        task="segment",
-        seg_head="panoptic",
-        output=str(tmp_path),
-        model_kwargs="embed_dim=16 depths=(1,1,1) num_heads=(1,2,4)",
-        fpn=32,
-        scene_size=64,
-        train_scenes=32,
-        val_scenes=8,
-        batch_size=8,
-        epochs=2,
-        lr=3e-3,
-        warmup_epochs=0.2,
-        drop_path=0.0,
-        ema_decay=0.0,
-        threads=1,
-    )
-    result = train(cfg)
-    first, last = result.history
-    assert last["train_loss"] < first["train_loss"] and "val_miou" in last
-    ckpt = load_checkpoint(tmp_path / "best.pt")
-    task, model, data = load_dense(ckpt, str(tmp_path / "best.pt"), "auto", None)
-    assert model.instances is not None and task.panoptic
-    batches = [task.collate(data)([data.val[i]]) for i in range(len(data.val))]  # one scene at a time, as in training
-    scored = task.evaluate(model, batches, 11, StepOptions(torch.device("cpu")), Dist())
-    assert scored["miou"] == pytest.approx(result.best["miou"], abs=1e-6)
-    with pytest.raises(ValueError, match="--seg-head panoptic, not fpn"):
-        train(replace(cfg, seg_head="fpn", resume="auto"))
-    with pytest.raises(ValueError, match="--seg-head chooses a segmenter's head: drop it for --task detect"):
-        check_config(replace(cfg, task="detect"))
-    for split in ("train", "val"):
-        (tmp_path / "maps" / split).mkdir(parents=True)
-    folder = replace(cfg, data=str(tmp_path / "maps"), num_classes=11)
-    with pytest.raises(ValueError, match="--seg-head panoptic learns from instances.*use --seg-head fpn"):
-        make_task(folder).data()
