@@ -143,20 +143,28 @@ class WindowAttention(nn.Module):
         """The relative-position bias plus `mask` as one additive tensor, laid out as `forward` uses it.
 
         (1, heads, N, N) without a mask; (1, nW*heads, N, N) with an (nW, N, N) mask, the windows folded
-        into the head axis. While the table takes no gradient (eval, no_grad, a frozen table) the tensor
-        is cached for the last (window, mask, dtype) and rebuilt when the table changes (device, storage
-        or in-place version), so repeated forwards gather nothing. The cache is not in the state dict. While
-        tracing (torch.compile, torch.export, ONNX, FX) it is rebuilt every call: the graph holds the gather.
+        into the head axis. On the CPU, while the table takes no gradient (eval, no_grad, a frozen table),
+        the tensor is cached for the last (window, mask, dtype) and a copy of the table, and rebuilt when the
+        table's values differ from the copy, so repeated forwards gather nothing. The values are compared, not
+        the in-place version counter, which fused optimizers (`torch.optim.AdamW(fused=True)`) do not bump. On
+        other devices the comparison would wait for the device, so the tensor is rebuilt every call, as while
+        training, tracing (torch.compile, torch.export, ONNX, FX: the graph holds the gather) or building the
+        reference graph. The cache is not in the state dict.
         """
         table = self.rel_pos.relative_position_bias_table
-        if tracing() or (table.requires_grad and torch.is_grad_enabled()) or (_MATH and self.onehot_lookup):
-            return self._build_bias(window, mask, dtype)  # training, tracing or the reference graph: every call
-        key = (window, dtype, table.device, table.data_ptr(), table._version, torch.is_inference_mode_enabled())
+        if (
+            tracing()
+            or (table.requires_grad and torch.is_grad_enabled())
+            or (_MATH and self.onehot_lookup)
+            or table.device.type != "cpu"
+        ):
+            return self._build_bias(window, mask, dtype)
+        key = (window, dtype, torch.is_inference_mode_enabled())
         cached = self.__dict__.get("_bias_cache")
-        if cached is not None and cached[0] == key and cached[1] is mask:
-            return cached[2]
+        if cached is not None and cached[0] == key and cached[1] is mask and torch.equal(cached[2], table):
+            return cached[3]
         bias = self._build_bias(window, mask, dtype)
-        self._bias_cache = (key, mask, bias)
+        self._bias_cache = (key, mask, table.detach().clone(), bias)
         return bias
 
     def _build_bias(self, window: Size2 | None, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
