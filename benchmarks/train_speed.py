@@ -148,7 +148,8 @@ def profile(args: argparse.Namespace, data: Path) -> None:
 
     model = create_model(cfg.model, num_classes=10, in_chans=1).train()
     x, y = next(iter(_train_loader(bundle, cfg, d, 0, 0, None)))
-    loop_opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, foreach=False)
+    loop_opt = torch.optim.AdamW(param_groups(model, 0.05, 1e-4), lr=1e-4, foreach=False)
+    foreach_opt = torch.optim.AdamW(param_groups(model, 0.05, 1e-4), lr=1e-4, foreach=True)
     opt, ema = build_optimizer(model, 1e-4, 0.05), ModelEma(model, 0.998)
     loss = F.cross_entropy(model(x), y)
     loss.backward()
@@ -160,7 +161,8 @@ def profile(args: argparse.Namespace, data: Path) -> None:
         "forward + backward": timed(lambda: F.cross_entropy(model(x), y, label_smoothing=0.1).backward(), n),
         "gradient clipping": timed(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), n),
         "AdamW step, per-tensor loop (torch's CPU default)": timed(loop_opt.step, n),
-        "AdamW step, foreach (default)": timed(opt.step, n),
+        "AdamW step, foreach (multi-tensor)": timed(foreach_opt.step, n),
+        "AdamW step, fused (default)": timed(opt.step, n),
         "EMA update": timed(lambda: ema.update(model), n),
     }
     val = val_loader(bundle.val, 2 * cfg.batch_size, 0, d, batched=True)

@@ -36,10 +36,11 @@ def param_groups(
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, scaled: Iterable[nn.Parameter] = (), lr_mult: float = 1.0
 ) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, with the multi-tensor (foreach) update: torch picks it only on GPUs, and on
-    the CPU it makes a gcvit_fmnist training step 1.2x faster (docs/training.md, "Where an epoch goes")."""
+    """AdamW over `param_groups`, with the fused update (one kernel for every parameter): torch picks it on no
+    device by default, and on the CPU a gcvit_fmnist optimizer step takes 1.1 ms fused, 4.2 ms with the
+    multi-tensor (foreach) update and 7.6 ms with the per-tensor loop (docs/training.md, "The fused optimizer")."""
     return torch.optim.AdamW(
-        param_groups(model, weight_decay, lr, scaled, lr_mult), lr=lr, betas=(0.9, 0.999), foreach=True
+        param_groups(model, weight_decay, lr, scaled, lr_mult), lr=lr, betas=(0.9, 0.999), fused=True
     )
 
 
