@@ -9,6 +9,11 @@ garments, as in the scenes. Written as Fashion-MNIST-layout IDX files, so `lgvit
     lgvit train --model localvit_gcvit_fmnist --pretrained runs/localvit_gcvit_140/best.pt --data data/scene84 \
         --img-size 84 --val-split 5000 --epochs 2 --lr 1e-3 --output runs/scene84
     lgvit train --task detect --backbone localvit_gcvit_fmnist --pretrained runs/scene84/best.pt ...
+
+`--occluders K` draws each canvas as a scene of 1 to K + 1 garments and keeps one of them, at random, on its
+visible pixels alone (the others' pixels are put back to the background): a classifier then learns to name
+garments with parts hidden, as about half are in the 64-128 px scenes (docs/dense.md, "Pretraining on partly
+hidden garments").
 """
 
 import argparse
@@ -20,16 +25,31 @@ from lgvit.data import FASHION_MNIST_CLASSES, FashionScenes, SceneConfig, resolv
 from lgvit.files import atomic_write_text
 
 
-def single_garments(split: str, n: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, side, side) uint8 canvases of one garment each and their (n,) uint8 classes (0-9)."""
-    config = SceneConfig(min_side=side, max_side=side, min_objects=1, max_objects=1)
+def visible_alone(scenes: FashionScenes, index: int) -> tuple[torch.Tensor, int] | None:
+    """Scene `index` with one of its garments, drawn at random, kept on its visible pixels only: the others'
+    pixels are put back to the scene's background. (side, side) levels 0-255 and the garment's class, or None
+    for a scene that kept no garment."""
+    canvas, owner, placements = scenes.compose(index)
+    if not placements:
+        return None
+    background = scenes.background(index)  # (side, side)
+    pick = int(torch.randint(len(placements), (), generator=torch.Generator().manual_seed(index)))
+    others = (owner >= 0) & (owner != pick)  # (side, side) pixels of the garments not kept
+    return torch.where(others, background, canvas), placements[pick].label
+
+
+def single_garments(split: str, n: int, side: int, seed: int, occluders: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, side, side) uint8 canvases of one garment each and their (n,) uint8 classes (0-9). With `occluders`
+    k > 0, each canvas is a scene of 1 to k + 1 garments of which one is shown on its visible pixels alone, so
+    that most garments have parts hidden, as in the scenes (`visible_alone`)."""
+    config = SceneConfig(min_side=side, max_side=side, min_objects=1, max_objects=1 + occluders)
     scenes = FashionScenes(resolve_data_dir(None), split, "segment", seed, num_scenes=2 * n, config=config)
     images, labels = torch.zeros(n, side, side, dtype=torch.uint8), torch.zeros(n, dtype=torch.uint8)
     k = 0
     for i in range(len(scenes)):
-        canvas, _, placements = scenes.compose(i)  # (side, side) levels 0-255
-        if placements:  # a garment with no pixel above the threshold is left out of its scene
-            images[k], labels[k] = canvas.round().to(torch.uint8), placements[0].label
+        item = visible_alone(scenes, i)
+        if item is not None:  # a garment with no pixel above the threshold is left out of its scene
+            images[k], labels[k] = item[0].round().to(torch.uint8), item[1]
             k += 1
             if k == n:
                 return images, labels
@@ -43,10 +63,19 @@ def main() -> None:
     p.add_argument("--train", type=int, default=60000, help="train canvases")
     p.add_argument("--val", type=int, default=2000, help="test-garment canvases (the t10k file)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--occluders",
+        type=int,
+        default=0,
+        help="up to this many other garments pasted over and around each one, then taken out again: the garment "
+        "is shown on its visible pixels alone (0: one garment, whole)",
+    )
     args = p.parse_args()
+    if args.occluders < 0:
+        p.error(f"--occluders {args.occluders}: give 0 (whole garments) or more")
     out = Path(args.out)
     for prefix, split, n in (("train", "train", args.train), ("t10k", "val", args.val)):
-        images, labels = single_garments(split, n, args.side, args.seed)
+        images, labels = single_garments(split, n, args.side, args.seed, args.occluders)
         write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels)
     atomic_write_text(out / "classes.txt", "\n".join(FASHION_MNIST_CLASSES) + "\n")

@@ -69,8 +69,10 @@ def _check_scene(data: FashionScenes, i: int) -> None:
         assert target["labels"][k] == data.garment_labels[p.garment] + 1
         expected_seg[masks[k]] = target["labels"][k]
     assert torch.equal(seg, expected_seg)
-    background = image[0][~masks.any(0)]
-    assert background.max() <= data.config.texture_level / 255 + 1e-6
+    free = ~masks.any(0)  # (H, W) pixels no garment shows on
+    background = data.background(i)  # (H, W) levels 0-255
+    assert background.shape == image.shape[1:] and torch.equal(image[0][free], background[free] / 255)
+    assert background.max() <= data.config.texture_level
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

@@ -127,6 +127,11 @@ class FashionScenes(Dataset):
         """Scene `index`'s (height, width), without drawing the scene (for batches of similar size)."""
         return self._side_lengths(self._rng(index))
 
+    def background(self, index: int) -> torch.Tensor:
+        """Scene `index`'s (H, W) background without its garments: the same draws as `compose` begins with."""
+        rng = self._rng(index)
+        return self._background(rng, *self._side_lengths(rng))
+
     def garment(self, placement: Placement) -> torch.Tensor:
         """The garment of `placement` resized to its side: (side, side) float pixel levels 0-255."""
         g = self.garments[placement.garment][None, None].float()  # (1, 1, 28, 28)
