@@ -30,18 +30,17 @@ def visible_alone(scenes: FashionScenes, index: int) -> tuple[torch.Tensor, int]
     pixels are put back to the scene's background. (side, side) levels 0-255 and the garment's class, or None
     for a scene that kept no garment."""
     canvas, owner, placements = scenes.compose(index)
-    if not placements:
-        return None
-    background = scenes.background(index)  # (side, side)
+    if len(placements) <= 1:  # nothing to take out
+        return (canvas, placements[0].label) if placements else None
     pick = int(torch.randint(len(placements), (), generator=torch.Generator().manual_seed(index)))
     others = (owner >= 0) & (owner != pick)  # (side, side) pixels of the garments not kept
-    return torch.where(others, background, canvas), placements[pick].label
+    return torch.where(others, scenes.background(index), canvas), placements[pick].label
 
 
 def single_garments(split: str, n: int, side: int, seed: int, occluders: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, side, side) uint8 canvases of one garment each and their (n,) uint8 classes (0-9). With `occluders`
     k > 0, each canvas is a scene of 1 to k + 1 garments of which one is shown on its visible pixels alone, so
-    that most garments have parts hidden, as in the scenes (`visible_alone`)."""
+    that many garments have parts hidden, as in the scenes (`visible_alone`)."""
     config = SceneConfig(min_side=side, max_side=side, min_objects=1, max_objects=1 + occluders)
     scenes = FashionScenes(resolve_data_dir(None), split, "segment", seed, num_scenes=2 * n, config=config)
     images, labels = torch.zeros(n, side, side, dtype=torch.uint8), torch.zeros(n, dtype=torch.uint8)
