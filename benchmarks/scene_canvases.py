@@ -72,6 +72,8 @@ def main() -> None:
     args = p.parse_args()
     if args.occluders < 0:
         p.error(f"--occluders {args.occluders}: give 0 (whole garments) or more")
+    if args.side < 28 or args.train < 1 or args.val < 1:
+        p.error(f"--side {args.side} must be at least 28 (a garment's side), --train and --val at least 1")
     out = Path(args.out)
     for prefix, split, n in (("train", "train", args.train), ("t10k", "val", args.val)):
         images, labels = single_garments(split, n, args.side, args.seed, args.occluders)
